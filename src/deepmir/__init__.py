@@ -1,0 +1,2 @@
+"""deepmir: differential detection of microbleeds, iron and calcifications."""
+__version__ = "0.1.0"

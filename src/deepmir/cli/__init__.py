@@ -1,0 +1,53 @@
+"""The ``deepmir`` command line: a thin layer over library functions.
+
+Each subcommand lives in its own module with two functions:
+``add_parser(subparsers)`` registers its arguments and ``run(args) -> int``
+calls one library function and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from deepmir import __version__
+
+#: subcommand name -> module under ``deepmir.cli``
+COMMANDS: dict[str, str] = {
+    "simulate": "simulate",
+    "evaluate": "evaluate",
+    "demo": "demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepmir",
+        description="Detect cerebral microbleeds, iron deposits and calcifications "
+        "from T2w, SWI and QSM.",
+    )
+    parser.add_argument("--version", action="version", version=f"deepmir {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(f"deepmir.cli.{module}")
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args._run(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def _entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reading and writing the BIDS layout of the data contract."""
