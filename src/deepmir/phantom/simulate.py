@@ -1,0 +1,202 @@
+"""``deepmir simulate``: write a simulated BIDS cohort with reference annotations.
+
+Layout and labels follow ``shared/docs/data-contract.md`` exactly. For each
+subject the full parameter record is written next to its reference labels
+(``derivatives/reference/sub-<id>/anat/sub-<id>_desc-phantom_params.json``), so
+that ``render_subject(SubjectParams.from_json(...))`` regenerates the images.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from deepmir import __version__
+from deepmir.io.atomic import write_json, write_nifti, write_text
+from deepmir.io.bids import SubjectRef
+from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
+from deepmir.phantom.params import SubjectParams, draw_subject_params
+from deepmir.phantom.preview import write_preview
+from deepmir.phantom.render import SubjectImages, render_subject, subject_anatomy
+
+REFERENCE = Path("derivatives") / "reference"
+LESION_COLUMNS = ["lesion_id", "label", "i", "j", "k", "x", "y", "z", "volume_mm3", "chi_ppm"]
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """The one config object of ``deepmir simulate`` (saved with the output)."""
+
+    out: Path
+    n_subjects: int
+    seed: int
+    grid_size: str = "full"
+    preview: bool = False
+    first_index: int = 0
+
+
+def lesion_table(params: SubjectParams, images: SubjectImages) -> pd.DataFrame:
+    """The contract's ``lesions.tsv`` for a rendered subject (plus simulator columns)."""
+    rows = []
+    voxel_volume = float(abs(np.linalg.det(images.affine[:3, :3])))
+    for lesion in params.lesions:
+        where = np.nonzero(images.instances == lesion.lesion_id)
+        if where[0].size == 0:
+            continue
+        ijk = np.array([w.mean() for w in where])
+        xyz = images.affine[:3, :3] @ ijk + images.affine[:3, 3]
+        rows.append(
+            {
+                "lesion_id": lesion.lesion_id,
+                "label": lesion.label,
+                "i": round(float(ijk[0]), 2),
+                "j": round(float(ijk[1]), 2),
+                "k": round(float(ijk[2]), 2),
+                "x": round(float(xyz[0]), 2),
+                "y": round(float(xyz[1]), 2),
+                "z": round(float(xyz[2]), 2),
+                "volume_mm3": round(where[0].size * voxel_volume, 3),
+                "chi_ppm": round(float(images.chi_true[where].mean()), 4),
+                "region": lesion.region,
+                "name": LABELS[lesion.label],
+                "host": lesion.host,
+                "delta_chi_ppm": round(lesion.delta_chi_ppm, 4),
+                "swi_te_s": round(params.acquisition.swi_te_s, 5),
+            }
+        )
+    columns = [*LESION_COLUMNS, "region", "name", "host", "delta_chi_ppm", "swi_te_s"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _sidecars(params: SubjectParams) -> dict[str, dict[str, object]]:
+    a = params.acquisition
+    common = {"MagneticFieldStrength": a.b0_tesla, "Manufacturer": f"deepmir {__version__} phantom"}
+    return {
+        "swi": {**common, "EchoTime": a.swi_te_s, "RepetitionTime": a.swi_tr_s,
+                "FlipAngle": a.swi_flip_deg},
+        "T2w": {**common, "EchoTime": a.t2w_te_s, "RepetitionTime": a.t2w_tr_s},
+        "Chimap": {**common, "Units": "ppm", "EchoTime": a.swi_te_s,
+                   "QSMMethod": a.qsm_method, "QSMParameter": a.qsm_parameter,
+                   "B0Direction": [float(v) for v in _b0(params)]},
+    }
+
+
+def _b0(params: SubjectParams) -> tuple[float, float, float]:
+    from deepmir.phantom.physics import b0_direction
+
+    return b0_direction(params.acquisition.b0_tilt_deg, params.acquisition.b0_azimuth_deg)
+
+
+def write_subject(root: Path, params: SubjectParams, images: SubjectImages,
+                  preview: bool = False) -> pd.DataFrame:
+    """Write one subject's raw images, sidecars, reference labels and table."""
+    ref = SubjectRef(params.subject)
+    aff = images.affine
+    for modality, data in (("t2w", images.t2w), ("swi", images.swi), ("qsm", images.chimap)):
+        path = ref.modality_path(root, modality)
+        write_nifti(path, data, aff, np.float32)
+    for suffix, sidecar in _sidecars(params).items():
+        write_json(ref.anat_dir(root) / f"{ref.prefix}_{suffix}.json", sidecar)
+    write_nifti(ref.mask_path(root), images.brain_mask, aff, np.uint8)
+
+    ref_dir = ref.anat_dir(root / REFERENCE)
+    write_nifti(ref_dir / f"{ref.prefix}_dseg.nii.gz", images.dseg, aff, np.uint8)
+    write_nifti(ref_dir / f"{ref.prefix}_desc-instances_dseg.nii.gz", images.instances, aff,
+                np.int16)
+    table = lesion_table(params, images)
+    write_text(ref_dir / f"{ref.prefix}_lesions.tsv", table.to_csv(sep="\t", index=False))
+    write_text(ref_dir / f"{ref.prefix}_desc-phantom_params.json", params.to_json())
+    if preview:
+        counts = ", ".join(f"{(table.label == k).sum()} {v}" for k, v in LESION_CLASSES.items())
+        write_preview(
+            ref_dir.parent / "figures" / f"{ref.prefix}_desc-preview.png",
+            f"{ref.prefix}: {counts}; {len(params.veins)} veins (unlabelled); "
+            f"TE {params.acquisition.swi_te_s * 1e3:.1f} ms, QSM {params.acquisition.qsm_method}",
+            images.swi, images.chimap, images.t2w, images.dseg, images.brain_mask > 0,
+            images.vein_occupancy,
+        )
+    return table
+
+
+def _subject_label(index: int, n_total: int) -> str:
+    return f"{index + 1:0{max(2, len(str(n_total)))}d}"
+
+
+def iter_simulated(config: SimulationConfig) -> Iterator[tuple[SubjectParams, SubjectImages]]:
+    """Draw and render the subjects of a cohort, one at a time (for Python users)."""
+    last = config.first_index + config.n_subjects
+    for index in range(config.first_index, last):
+        params = draw_subject_params(config.seed, index, subject_anatomy, config.grid_size,
+                                     subject=_subject_label(index, last))
+        yield params, render_subject(params)
+
+
+def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.DataFrame:
+    """Simulate a cohort into ``config.out``; returns one row of counts per subject."""
+    if config.n_subjects < 1:
+        raise ValueError(f"--n must be at least 1, got {config.n_subjects}")
+    root = Path(config.out)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "dataset_description.json", {
+        "Name": "deepmir phantom cohort",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "GeneratedBy": [{"Name": "deepmir simulate", "Version": __version__}],
+        "deepmir_simulation": {"seed": config.seed, "n_subjects": config.n_subjects,
+                               "grid_size": config.grid_size,
+                               "first_index": config.first_index},
+    })
+    write_json(root / REFERENCE / "dataset_description.json", {
+        "Name": "deepmir phantom reference annotations",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "deepmir simulate", "Version": __version__}],
+        "deepmir_simulation": {"seed": config.seed, "grid_size": config.grid_size},
+    })
+    write_text(root / REFERENCE / "dseg.tsv", dseg_tsv())
+    rows = []
+    bar = tqdm(iter_simulated(config), total=config.n_subjects, desc="simulate", unit="subject",
+               disable=not progress)
+    for params, images in bar:
+        table = write_subject(root, params, images, preview=config.preview)
+        row: dict[str, object] = {"participant_id": f"sub-{params.subject}"}
+        for k, name in LESION_CLASSES.items():
+            row[f"n_{name}"] = int((table.label == k).sum())
+        row["n_veins"] = len(params.veins)
+        row["swi_te_ms"] = round(params.acquisition.swi_te_s * 1e3, 2)
+        row["qsm_method"] = params.acquisition.qsm_method
+        rows.append(row)
+    counts = pd.DataFrame(rows)
+    acquisition = counts[["participant_id", "swi_te_ms", "qsm_method"]]
+    _merge_tsv(root / "participants.tsv", acquisition)
+    _merge_tsv(root / REFERENCE / "lesion_counts.tsv",
+               counts.drop(columns=["swi_te_ms", "qsm_method"]))
+    return counts
+
+
+def _merge_tsv(path: Path, new: pd.DataFrame) -> None:
+    """Add or replace rows by participant_id, keep the others (re-runs extend a cohort)."""
+    if path.exists():
+        old = pd.read_csv(path, sep="\t", dtype={"participant_id": str})
+        old = old[~old.participant_id.isin(new.participant_id)]
+        new = pd.concat([old, new], ignore_index=True).sort_values("participant_id")
+    write_text(path, new.to_csv(sep="\t", index=False))
+
+
+def load_params(root: str | Path, subject: str) -> SubjectParams:
+    """Read a subject's parameter record back from a simulated dataset."""
+    ref = SubjectRef(subject)
+    path = ref.anat_dir(Path(root) / REFERENCE) / f"{ref.prefix}_desc-phantom_params.json"
+    return SubjectParams.from_json(path.read_text())
+
+
+def describe(counts: pd.DataFrame) -> str:
+    """A short human summary of a simulated cohort."""
+    total = {c: int(counts[c].sum()) for c in counts.columns if c.startswith("n_")}
+    return json.dumps(total)
