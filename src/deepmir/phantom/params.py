@@ -342,7 +342,12 @@ def draw_subject_params(
         site = str(rng.choice(["pallidum", "choroid_plexus", "pineal"], p=[0.5, 0.35, 0.15]))
         code = {"pallidum": anat.PALLIDUM, "choroid_plexus": anat.CHOROID_PLEXUS,
                 "pineal": anat.PINEAL}[site]
-        diameter = float(rng.uniform(1.5, 6.0))
+        # Pallidal calcifications sit in the most paramagnetic nucleus (0.13 ppm):
+        # only dense ones (CT-visible, >= 2.5 mm, <= -0.25 ppm) stay negative on
+        # QSM there (design choice inside the physics.md range).
+        in_pallidum = site == "pallidum"
+        diameter = float(rng.uniform(2.5 if in_pallidum else 1.5, 6.0))
+        chi_calc = float(rng.uniform(-0.6, -0.25 if in_pallidum else -0.1))
         v = placer.pick(region == code, diameter / 2, gap_mm=2.0)
         if v is None:
             continue
@@ -352,7 +357,7 @@ def draw_subject_params(
             region="deep",
             host=site,
             ellipsoids=(Ellipsoid(tuple(float(c) for c in v), axes, _random_angles(rng)),),  # type: ignore[arg-type]
-            delta_chi_ppm=float(rng.uniform(-0.6, -0.1)),
+            delta_chi_ppm=chi_calc,
             r2star_per_s=float(rng.uniform(80, 200)),
             t2_s=float(rng.uniform(0.02, 0.04)),
             pd=float(rng.uniform(0.1, 0.5)),
