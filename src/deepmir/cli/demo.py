@@ -15,7 +15,8 @@ DEMO_SEED = 20211  # never used for training
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
-        "demo", help="run the main job on a small embedded default")
+        "demo", help="run the main job on a small embedded default"
+    )
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--n", type=int, default=3)
     p.add_argument("--size", choices=["full", "small"], default="full")
@@ -31,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     data = args.out / "bids"
     console.print(f"[bold]deepmir demo[/bold]: simulating {args.n} subjects (seed {DEMO_SEED})")
-    counts = simulate_dataset(SimulationConfig(out=data, n_subjects=args.n, seed=DEMO_SEED,
-                                               grid_size=args.size, preview=True))
+    counts = simulate_dataset(
+        SimulationConfig(
+            out=data, n_subjects=args.n, seed=DEMO_SEED, grid_size=args.size, preview=True
+        )
+    )
     print_cohort(console, counts, data, REFERENCE, preview=True)
     return 0

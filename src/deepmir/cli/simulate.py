@@ -20,10 +20,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output BIDS folder")
     p.add_argument("--n", type=int, default=3, help="number of subjects (default 3)")
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
-    p.add_argument("--size", choices=["full", "small"], default="full",
-                   help="full: 1 mm 160x192x160; small: 2 mm 80x96x80 (tests)")
-    p.add_argument("--first-index", type=int, default=0,
-                   help="index of the first subject (to extend a cohort)")
+    p.add_argument(
+        "--size",
+        choices=["full", "small"],
+        default="full",
+        help="full: 1 mm 160x192x160; small: 2 mm 80x96x80 (tests)",
+    )
+    p.add_argument(
+        "--first-index", type=int, default=0, help="index of the first subject (to extend a cohort)"
+    )
     p.add_argument("--preview", action="store_true", help="write a preview PNG per subject")
     return p
 
@@ -35,16 +40,20 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         console.print(f"[red]error:[/red] --n must be at least 1, got {args.n}")
         return 2
-    config = SimulationConfig(out=args.out, n_subjects=args.n, seed=args.seed,
-                              grid_size=args.size, preview=args.preview,
-                              first_index=args.first_index)
+    config = SimulationConfig(
+        out=args.out,
+        n_subjects=args.n,
+        seed=args.seed,
+        grid_size=args.size,
+        preview=args.preview,
+        first_index=args.first_index,
+    )
     counts = simulate_dataset(config)
     print_cohort(console, counts, args.out, REFERENCE, args.preview)
     return 0
 
 
-def print_cohort(console: Console, counts: Any, out: Path, reference: Path,
-                 preview: bool) -> None:
+def print_cohort(console: Console, counts: Any, out: Path, reference: Path, preview: bool) -> None:
     table = Table(title=f"simulated cohort in {out}")
     for col in counts.columns:
         table.add_column(col, justify="right" if col != "participant_id" else "left")

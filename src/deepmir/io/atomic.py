@@ -26,8 +26,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final.suffixes)  # keep .nii.gz so nibabel compresses
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}",
-                                    dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:

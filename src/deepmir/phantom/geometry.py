@@ -58,9 +58,7 @@ def fine_inside(
     ``box_shape * s``.
     """
     s = supersample
-    axes = [
-        (np.arange(sl.start * s, sl.stop * s, dtype=np.float32) + 0.5) / s - 0.5 for sl in box
-    ]
+    axes = [(np.arange(sl.start * s, sl.stop * s, dtype=np.float32) + 0.5) / s - 0.5 for sl in box]
     gi, gj, gk = np.meshgrid(*axes, indexing="ij", sparse=True)
     inside = np.zeros((gi.shape[0], gj.shape[1], gk.shape[2]), dtype=bool)
     for e in ellipsoids:

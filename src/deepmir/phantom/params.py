@@ -114,8 +114,9 @@ class SubjectParams:
                 **{
                     **lz,
                     "ellipsoids": tuple(
-                        Ellipsoid(tuple(e["center_vox"]), tuple(e["semi_axes_mm"]),
-                                  tuple(e["angles_deg"]))
+                        Ellipsoid(
+                            tuple(e["center_vox"]), tuple(e["semi_axes_mm"]), tuple(e["angles_deg"])
+                        )
                         for e in lz["ellipsoids"]
                     ),
                 }
@@ -205,7 +206,10 @@ class _Placer:
         self.depth_mm = ndimage.distance_transform_edt(anatomy.brain_mask) * self.vs
 
     def pick(
-        self, candidates: npt.NDArray[np.bool_], radius_mm: float, gap_mm: float = 3.0,
+        self,
+        candidates: npt.NDArray[np.bool_],
+        radius_mm: float,
+        gap_mm: float = 3.0,
         tries: int = 60,
     ) -> npt.NDArray[np.float64] | None:
         ok = candidates & (self.depth_mm > radius_mm + 1.0)
@@ -246,7 +250,10 @@ def _mirror_candidates(
 
 
 def draw_subject_params(
-    cohort_seed: int, index: int, anatomy_of: Any, grid_size: str = "full",
+    cohort_seed: int,
+    index: int,
+    anatomy_of: Any,
+    grid_size: str = "full",
     subject: str | None = None,
 ) -> SubjectParams:
     """Draw the full parameter record of subject ``index`` of a cohort.
@@ -316,15 +323,22 @@ def draw_subject_params(
             if m is not None:
                 sites.append(m)
         for site in sites:
-            blobs = [Ellipsoid(tuple(float(c) for c in site),  # type: ignore[arg-type]
-                               tuple(float(main_r * f) for f in rng.uniform(0.6, 1.3, 3)),  # type: ignore[arg-type]
-                               _random_angles(rng))]
+            blobs = [
+                Ellipsoid(
+                    tuple(float(c) for c in site),  # type: ignore[arg-type]
+                    tuple(float(main_r * f) for f in rng.uniform(0.6, 1.3, 3)),  # type: ignore[arg-type]
+                    _random_angles(rng),
+                )
+            ]
             for _ in range(int(rng.integers(1, 4))):
                 offset = rng.normal(0, 0.6 * main_r, 3) / anatomy.grid.voxel_size
-                blobs.append(Ellipsoid(
-                    tuple(float(c) for c in site + offset),  # type: ignore[arg-type]
-                    tuple(float(main_r * f) for f in rng.uniform(0.4, 0.8, 3)),  # type: ignore[arg-type]
-                    _random_angles(rng)))
+                blobs.append(
+                    Ellipsoid(
+                        tuple(float(c) for c in site + offset),  # type: ignore[arg-type]
+                        tuple(float(main_r * f) for f in rng.uniform(0.4, 0.8, 3)),  # type: ignore[arg-type]
+                        _random_angles(rng),
+                    )
+                )
             add(
                 IRON,
                 region="deep",
@@ -340,8 +354,11 @@ def draw_subject_params(
     # --- calcifications: pallidum (often bilateral), choroid plexus, pineal ---
     for _ in range(_count(rng, p_none=0.3, mean=2.0, max_n=5)):
         site = str(rng.choice(["pallidum", "choroid_plexus", "pineal"], p=[0.5, 0.35, 0.15]))
-        code = {"pallidum": anat.PALLIDUM, "choroid_plexus": anat.CHOROID_PLEXUS,
-                "pineal": anat.PINEAL}[site]
+        code = {
+            "pallidum": anat.PALLIDUM,
+            "choroid_plexus": anat.CHOROID_PLEXUS,
+            "pineal": anat.PINEAL,
+        }[site]
         # Pallidal calcifications sit in the most paramagnetic nucleus (0.13 ppm):
         # only dense ones (CT-visible, >= 2.5 mm, <= -0.25 ppm) stay negative on
         # QSM there (design choice inside the physics.md range).

@@ -194,9 +194,7 @@ def add_complex_noise(signal: ComplexArray, sigma: float, seed: int) -> ComplexA
 
 def rician(magnitude: FloatArray, sigma: float, seed: int) -> FloatArray:
     """Magnitude of a real image plus complex Gaussian noise (Rician)."""
-    return np.abs(add_complex_noise(magnitude.astype(np.complex64), sigma, seed)).astype(
-        np.float32
-    )
+    return np.abs(add_complex_noise(magnitude.astype(np.complex64), sigma, seed)).astype(np.float32)
 
 
 def blur(image: FloatArray, sigma_vox: float) -> FloatArray:

@@ -24,9 +24,9 @@ def _robust(img: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_]) -> tuple[
     return float(np.percentile(vals, 1)), float(np.percentile(vals, 99))
 
 
-def preview_slices(dseg: npt.NDArray[np.uint8], vein: npt.NDArray[np.float32] | None) -> list[
-    tuple[str, int]
-]:
+def preview_slices(
+    dseg: npt.NDArray[np.uint8], vein: npt.NDArray[np.float32] | None
+) -> list[tuple[str, int]]:
     """Axial slice (k) through the largest lesion of each class, and one through a vein."""
     out = []
     for label, name in LESION_CLASSES.items():
@@ -63,18 +63,18 @@ def write_preview(
             if row_name.startswith("QSM"):
                 lo, hi = -0.15, 0.25
             axes[r, c].imshow(np.rot90(img[:, :, k]), cmap=cm, vmin=lo, vmax=hi)
-            axes[r, c].set_title(f"{row_name}, k={k}" if r else f"{name}: {row_name}, k={k}",
-                                 fontsize=9)
+            axes[r, c].set_title(
+                f"{row_name}, k={k}" if r else f"{name}: {row_name}, k={k}", fontsize=9
+            )
         lo, hi = _robust(swi, brain_mask)
         axes[3, c].imshow(np.rot90(swi[:, :, k]), cmap="gray", vmin=lo, vmax=hi)
         lab = np.rot90(dseg[:, :, k]).astype(float)
-        axes[3, c].imshow(np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=3,
-                          interpolation="nearest")
+        axes[3, c].imshow(
+            np.ma.masked_equal(lab, 0), cmap=cmap, vmin=0, vmax=3, interpolation="nearest"
+        )
         if vein is not None:
-            axes[3, c].contour(np.rot90(vein[:, :, k]), levels=[0.3], colors="lime",
-                               linewidths=0.6)
-        axes[3, c].set_title("reference (red cmb, orange iron,\nblue calc, green vein)",
-                             fontsize=8)
+            axes[3, c].contour(np.rot90(vein[:, :, k]), levels=[0.3], colors="lime", linewidths=0.6)
+        axes[3, c].set_title("reference (red cmb, orange iron,\nblue calc, green vein)", fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
     fig.suptitle(title, fontsize=10)

@@ -115,7 +115,8 @@ def tissue_maps(a: SubjectAnatomy, texture_seed: int, amplitude: float) -> Tissu
     maps = {}
     for t, prop in enumerate(PROPS):
         parenchyma = (frac[0] * TISSUE["gm"][prop] + frac[1] * TISSUE["wm"][prop]).astype(
-            np.float32)
+            np.float32
+        )
         for code, (box, weight) in nuclei.items():
             tissue_part = (frac[0][box] + frac[1][box]) * NUCLEI[code][prop]
             parenchyma[box] = (1 - weight) * parenchyma[box] + weight * tissue_part
@@ -230,14 +231,15 @@ def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None)
     # --- QSM (step 7): noisy local field, real inversion, eroded mask ---
     rel_mag = np.maximum(np.abs(gre) / peak, 1.0 / acq.swi_snr)
     rng_field = np.random.default_rng(int(seeds[2]))
-    field_noise = rng_field.standard_normal(shape, dtype=np.float32) / (
-        acq.swi_snr * rel_mag * rad)
-    residual = acq.qsm_background_residual_ppm * anat.smooth_noise(
-        shape, int(seeds[3]), (3, 3, 3))[0]
+    field_noise = rng_field.standard_normal(shape, dtype=np.float32) / (acq.swi_snr * rel_mag * rad)
+    residual = (
+        acq.qsm_background_residual_ppm * anat.smooth_noise(shape, int(seeds[3]), (3, 3, 3))[0]
+    )
     erosion = max(1, int(round(2 / vs)))
     qsm_mask = ndimage.binary_erosion(brain_mask, iterations=erosion)
-    chimap = phy.qsm_inversion(field + field_noise + residual, qsm_mask, vs, b0_dir,
-                               acq.qsm_method, acq.qsm_parameter)
+    chimap = phy.qsm_inversion(
+        field + field_noise + residual, qsm_mask, vs, b0_dir, acq.qsm_method, acq.qsm_parameter
+    )
     csf_ref = qsm_mask & (anatomy.csf > 0.8)
     if csf_ref.sum() > 20:
         chimap = np.where(qsm_mask, chimap - np.median(chimap[csf_ref]), 0).astype(np.float32)
@@ -246,14 +248,18 @@ def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None)
     t2w = phy.spin_echo(tissue.pd, tissue.t1, tissue.t2, acq.t2w_te_s, acq.t2w_tr_s)
     for lesion, box, occ, _ in focal_occ:
         pd_les = tissue.pd[box] if lesion.pd is None else np.float32(lesion.pd)
-        les_signal = phy.spin_echo(pd_les * np.ones_like(occ), tissue.t1[box],
-                                   np.full_like(occ, lesion.t2_s), acq.t2w_te_s, acq.t2w_tr_s)
+        les_signal = phy.spin_echo(
+            pd_les * np.ones_like(occ),
+            tissue.t1[box],
+            np.full_like(occ, lesion.t2_s),
+            acq.t2w_te_s,
+            acq.t2w_tr_s,
+        )
         t2w[box] = (1 - occ) * t2w[box] + occ * les_signal
     bias_t2 = np.exp(acq.t2w_bias_amplitude * bias_fields[1]).astype(np.float32)
     t2w = phy.blur(t2w * bias_t2, acq.t2w_blur_vox)
     t2_peak = float(np.percentile(t2w[brain_mask], 99)) if brain_mask.any() else 1.0
-    t2w = phy.rician(t2w, t2_peak / acq.t2w_snr, int(seeds[4])) * np.float32(
-        acq.t2w_gain / t2_peak)
+    t2w = phy.rician(t2w, t2_peak / acq.t2w_snr, int(seeds[4])) * np.float32(acq.t2w_gain / t2_peak)
 
     return SubjectImages(
         t2w=t2w.astype(np.float32),
@@ -293,11 +299,18 @@ def _bloom(
 
     assert isinstance(acq, Acquisition)
     half = _fine_field_box_mm(lesion, acq.swi_te_s, acq.b0_tesla)
-    box = bounding_box(list(lesion.ellipsoids), vs, shape, margin_mm=half - max(
-        max(e.semi_axes_mm) for e in lesion.ellipsoids))
+    box = bounding_box(
+        list(lesion.ellipsoids),
+        vs,
+        shape,
+        margin_mm=half - max(max(e.semi_axes_mm) for e in lesion.ellipsoids),
+    )
     box_shape = tuple(sl.stop - sl.start for sl in box)
-    s = int(np.clip(96 // max(box_shape), 2, 4)) if vs <= 1.0 else int(
-        np.clip(96 // max(box_shape), 3, 6))
+    s = (
+        int(np.clip(96 // max(box_shape), 2, 4))
+        if vs <= 1.0
+        else int(np.clip(96 // max(box_shape), 3, 6))
+    )
     inside = fine_inside(list(lesion.ellipsoids), box, vs, s)
     host_chi = upsample_nearest(tissue.chi[box], s)
     dchi_fine = np.where(inside, chi_les - host_chi, 0.0).astype(np.float32)
@@ -312,8 +325,9 @@ def _bloom(
         m0_fine = np.where(inside, m0_fine * lesion.pd / np.maximum(pd_fine, 1e-3), m0_fine)
     fine_signal = m0_fine * np.exp(-acq.swi_te_s * r2s_fine) * np.exp(1j * phase)
     averaged = block_mean(fine_signal.astype(np.complex64), s)
-    coarse = m0[box] * np.exp(-acq.swi_te_s * tissue.r2s[box]) * np.exp(
-        1j * rad_per_ppm * field[box])
+    coarse = (
+        m0[box] * np.exp(-acq.swi_te_s * tissue.r2s[box]) * np.exp(1j * rad_per_ppm * field[box])
+    )
     ok = np.abs(coarse) > 1e-6
     factor = np.where(ok, averaged / np.where(ok, coarse, 1), 1.0)
     gre[box] *= factor.astype(np.complex64)

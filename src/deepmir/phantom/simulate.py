@@ -78,12 +78,21 @@ def _sidecars(params: SubjectParams) -> dict[str, dict[str, object]]:
     a = params.acquisition
     common = {"MagneticFieldStrength": a.b0_tesla, "Manufacturer": f"deepmir {__version__} phantom"}
     return {
-        "swi": {**common, "EchoTime": a.swi_te_s, "RepetitionTime": a.swi_tr_s,
-                "FlipAngle": a.swi_flip_deg},
+        "swi": {
+            **common,
+            "EchoTime": a.swi_te_s,
+            "RepetitionTime": a.swi_tr_s,
+            "FlipAngle": a.swi_flip_deg,
+        },
         "T2w": {**common, "EchoTime": a.t2w_te_s, "RepetitionTime": a.t2w_tr_s},
-        "Chimap": {**common, "Units": "ppm", "EchoTime": a.swi_te_s,
-                   "QSMMethod": a.qsm_method, "QSMParameter": a.qsm_parameter,
-                   "B0Direction": [float(v) for v in _b0(params)]},
+        "Chimap": {
+            **common,
+            "Units": "ppm",
+            "EchoTime": a.swi_te_s,
+            "QSMMethod": a.qsm_method,
+            "QSMParameter": a.qsm_parameter,
+            "B0Direction": [float(v) for v in _b0(params)],
+        },
     }
 
 
@@ -93,8 +102,9 @@ def _b0(params: SubjectParams) -> tuple[float, float, float]:
     return b0_direction(params.acquisition.b0_tilt_deg, params.acquisition.b0_azimuth_deg)
 
 
-def write_subject(root: Path, params: SubjectParams, images: SubjectImages,
-                  preview: bool = False) -> pd.DataFrame:
+def write_subject(
+    root: Path, params: SubjectParams, images: SubjectImages, preview: bool = False
+) -> pd.DataFrame:
     """Write one subject's raw images, sidecars, reference labels and table."""
     ref = SubjectRef(params.subject)
     aff = images.affine
@@ -107,8 +117,9 @@ def write_subject(root: Path, params: SubjectParams, images: SubjectImages,
 
     ref_dir = ref.anat_dir(root / REFERENCE)
     write_nifti(ref_dir / f"{ref.prefix}_dseg.nii.gz", images.dseg, aff, np.uint8)
-    write_nifti(ref_dir / f"{ref.prefix}_desc-instances_dseg.nii.gz", images.instances, aff,
-                np.int16)
+    write_nifti(
+        ref_dir / f"{ref.prefix}_desc-instances_dseg.nii.gz", images.instances, aff, np.int16
+    )
     table = lesion_table(params, images)
     write_text(ref_dir / f"{ref.prefix}_lesions.tsv", table.to_csv(sep="\t", index=False))
     write_text(ref_dir / f"{ref.prefix}_desc-phantom_params.json", params.to_json())
@@ -118,7 +129,11 @@ def write_subject(root: Path, params: SubjectParams, images: SubjectImages,
             ref_dir.parent / "figures" / f"{ref.prefix}_desc-preview.png",
             f"{ref.prefix}: {counts}; {len(params.veins)} veins (unlabelled); "
             f"TE {params.acquisition.swi_te_s * 1e3:.1f} ms, QSM {params.acquisition.qsm_method}",
-            images.swi, images.chimap, images.t2w, images.dseg, images.brain_mask > 0,
+            images.swi,
+            images.chimap,
+            images.t2w,
+            images.dseg,
+            images.brain_mask > 0,
             images.vein_occupancy,
         )
     return table
@@ -132,8 +147,13 @@ def iter_simulated(config: SimulationConfig) -> Iterator[tuple[SubjectParams, Su
     """Draw and render the subjects of a cohort, one at a time (for Python users)."""
     last = config.first_index + config.n_subjects
     for index in range(config.first_index, last):
-        params = draw_subject_params(config.seed, index, subject_anatomy, config.grid_size,
-                                     subject=_subject_label(index, last))
+        params = draw_subject_params(
+            config.seed,
+            index,
+            subject_anatomy,
+            config.grid_size,
+            subject=_subject_label(index, last),
+        )
         yield params, render_subject(params)
 
 
@@ -143,26 +163,40 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
         raise ValueError(f"--n must be at least 1, got {config.n_subjects}")
     root = Path(config.out)
     root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "dataset_description.json", {
-        "Name": "deepmir phantom cohort",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "raw",
-        "GeneratedBy": [{"Name": "deepmir simulate", "Version": __version__}],
-        "deepmir_simulation": {"seed": config.seed, "n_subjects": config.n_subjects,
-                               "grid_size": config.grid_size,
-                               "first_index": config.first_index},
-    })
-    write_json(root / REFERENCE / "dataset_description.json", {
-        "Name": "deepmir phantom reference annotations",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "deepmir simulate", "Version": __version__}],
-        "deepmir_simulation": {"seed": config.seed, "grid_size": config.grid_size},
-    })
+    write_json(
+        root / "dataset_description.json",
+        {
+            "Name": "deepmir phantom cohort",
+            "BIDSVersion": "1.9.0",
+            "DatasetType": "raw",
+            "GeneratedBy": [{"Name": "deepmir simulate", "Version": __version__}],
+            "deepmir_simulation": {
+                "seed": config.seed,
+                "n_subjects": config.n_subjects,
+                "grid_size": config.grid_size,
+                "first_index": config.first_index,
+            },
+        },
+    )
+    write_json(
+        root / REFERENCE / "dataset_description.json",
+        {
+            "Name": "deepmir phantom reference annotations",
+            "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "deepmir simulate", "Version": __version__}],
+            "deepmir_simulation": {"seed": config.seed, "grid_size": config.grid_size},
+        },
+    )
     write_text(root / REFERENCE / "dseg.tsv", dseg_tsv())
     rows = []
-    bar = tqdm(iter_simulated(config), total=config.n_subjects, desc="simulate", unit="subject",
-               disable=not progress)
+    bar = tqdm(
+        iter_simulated(config),
+        total=config.n_subjects,
+        desc="simulate",
+        unit="subject",
+        disable=not progress,
+    )
     for params, images in bar:
         table = write_subject(root, params, images, preview=config.preview)
         row: dict[str, object] = {"participant_id": f"sub-{params.subject}"}
@@ -175,8 +209,9 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
     counts = pd.DataFrame(rows)
     acquisition = counts[["participant_id", "swi_te_ms", "qsm_method"]]
     _merge_tsv(root / "participants.tsv", acquisition)
-    _merge_tsv(root / REFERENCE / "lesion_counts.tsv",
-               counts.drop(columns=["swi_te_ms", "qsm_method"]))
+    _merge_tsv(
+        root / REFERENCE / "lesion_counts.tsv", counts.drop(columns=["swi_te_ms", "qsm_method"])
+    )
     return counts
 
 
