@@ -42,16 +42,20 @@ def main() -> None:
             per_subject.append(time.perf_counter() - t)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     shape = images.t2w.shape
-    print(f"deepmir simulate benchmark: size={args.size} grid={shape} "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"deepmir simulate benchmark: size={args.size} grid={shape} "
+        f"threads={torch.get_num_threads()}"
+    )
     print(f"template load (once per process): {load_s:.1f} s")
     for i, s in enumerate(per_subject):
         print(f"  subject {i + 1}: {s:.1f} s (draw + render + write)")
     mean = sum(per_subject) / len(per_subject)
     print(f"mean seconds per subject: {mean:.1f} s   goal <= 20 s (full)")
     print(f"peak memory (max RSS): {peak_mb:.0f} MB")
-    print("reproduce: .venv/bin/python benchmarks/bench_simulate.py "
-          f"--n {args.n} --size {args.size} --seed {args.seed}")
+    print(
+        "reproduce: .venv/bin/python benchmarks/bench_simulate.py "
+        f"--n {args.n} --size {args.size} --seed {args.seed}"
+    )
     sys.stdout.flush()
 
 

@@ -7,6 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from deepmir.io.bids import SubjectRef, find_subjects
 from deepmir.io.loader import load_subject
@@ -81,6 +82,14 @@ def test_instances_match_the_lesion_table(simulated_dataset):
             xyz = img.affine[:3, :3] @ ijk + img.affine[:3, 3]
             np.testing.assert_allclose([row.x, row.y, row.z], xyz, atol=0.01)
             assert row.region in {"lobar", "deep", "infratentorial"}
+            # one lesion is one 26-connected component of its class: a perfect
+            # detector scores perfectly under the metrics.md matching rule
+            _, n_parts = ndimage.label(m, structure=np.ones((3, 3, 3)))
+            assert n_parts == 1
+        for label in LABELS:
+            if label:
+                _, n_parts = ndimage.label(dseg == label, structure=np.ones((3, 3, 3)))
+                assert n_parts == int((table.label == label).sum())
         n_lesions += len(table)
     assert n_lesions > 0
 

@@ -75,6 +75,21 @@ class SubjectImages:
     affine: npt.NDArray[np.float64]
 
 
+def _single_component(occ: FloatArray) -> FloatArray:
+    """Keep one lesion one lesion: the largest 26-connected part of its label.
+
+    Clipping a blob to its host nucleus can split it; a fragment would then be
+    a separate lesion to any detector. Occupancy further than one voxel from
+    the kept part is dropped, so an unlabelled fragment leaves no trace either.
+    """
+    parts, n = ndimage.label(occ >= 0.5, structure=np.ones((3, 3, 3)))
+    if n <= 1:
+        return occ
+    sizes = ndimage.sum_labels(np.ones_like(occ), parts, index=np.arange(1, n + 1))
+    keep = parts == (int(np.argmax(sizes)) + 1)
+    return (occ * ndimage.binary_dilation(keep, structure=np.ones((3, 3, 3)))).astype(np.float32)
+
+
 def subject_anatomy(grid: Grid, deformation: DeformationParams) -> SubjectAnatomy:
     """The subject's deformed anatomy (cached template, deterministic warp)."""
     return anat.deform_anatomy(anat.load_template(), grid, deformation)
@@ -191,7 +206,7 @@ def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None)
     for lesion in (z for z in params.lesions if z.label == IRON):
         box, occ = ellipsoid_occupancy(list(lesion.ellipsoids), vs, shape)
         host = ndimage.binary_dilation(anatomy.region[box] == lesion.host_region_code)
-        occ = occ * host
+        occ = _single_component(occ * host)
         if occ.max() <= 0:
             continue
         d = lesion.delta_chi_ppm
