@@ -18,6 +18,7 @@ from deepmir import __version__
 COMMANDS: dict[str, str] = {
     "simulate": "simulate",
     "evaluate": "evaluate",
+    "train": "train",
     "demo": "demo",
 }
 

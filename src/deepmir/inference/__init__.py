@@ -1,0 +1,1 @@
+"""Inference: sliding-window prediction and post-processing into lesions."""

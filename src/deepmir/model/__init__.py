@@ -1,0 +1,1 @@
+"""The DEEPMIR network, its preprocessing and its safetensors checkpoint."""

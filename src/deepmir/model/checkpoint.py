@@ -1,0 +1,129 @@
+"""Saving and loading models: safetensors weights + a JSON config with their sha256.
+
+Loading never unpickles anything: weights are read with
+``safetensors.torch.load_file`` and refused if their sha256 does not match
+the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from deepmir import __version__
+from deepmir.io.atomic import atomic_path, write_json
+from deepmir.io.bids import MODALITY_SUFFIX
+from deepmir.labels import LABELS
+from deepmir.model.network import NetworkConfig, build_network
+from deepmir.model.preprocess import Normalization
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class ModelError(ValueError):
+    """A model folder that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class ModelCard:
+    """Everything saved next to the weights."""
+
+    network: NetworkConfig
+    normalization: Normalization
+    patch_size: tuple[int, ...]
+    seed: int
+    training: dict[str, Any] = field(default_factory=dict)
+    labels: dict[int, str] = field(default_factory=lambda: dict(LABELS))
+    deepmir_version: str = __version__
+    weights_sha256: str = ""
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.normalization.modalities
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "network": self.network.to_dict(),
+            "normalization": self.normalization.to_dict(),
+            "modalities": list(self.modalities),
+            "patch_size": list(self.patch_size),
+            "seed": self.seed,
+            "training": self.training,
+            "labels": {str(k): v for k, v in self.labels.items()},
+            "deepmir_version": self.deepmir_version,
+            "weights_file": WEIGHTS,
+            "weights_sha256": self.weights_sha256,
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> ModelCard:
+        return ModelCard(
+            network=NetworkConfig.from_dict(d["network"]),
+            normalization=Normalization.from_dict(d["normalization"]),
+            patch_size=tuple(d["patch_size"]),
+            seed=int(d["seed"]),
+            training=dict(d.get("training", {})),
+            labels={int(k): v for k, v in d["labels"].items()},
+            deepmir_version=d.get("deepmir_version", "unknown"),
+            weights_sha256=d["weights_sha256"],
+        )
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model(model_dir: str | Path, net: torch.nn.Module, card: ModelCard) -> ModelCard:
+    """Write ``model.safetensors`` and ``config.json`` (with the weights' sha256)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    with atomic_path(model_dir / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    card.weights_sha256 = sha256_of(model_dir / WEIGHTS)
+    write_json(model_dir / CONFIG, card.to_dict())
+    return card
+
+
+def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, ModelCard]:
+    """Load a model folder; refuse missing files, a bad config, or a tampered weight file."""
+    model_dir = Path(model_dir)
+    config_path, weights_path = model_dir / CONFIG, model_dir / WEIGHTS
+    for path in (config_path, weights_path):
+        if not path.exists():
+            raise ModelError(
+                f"{path}: file is missing (a model folder holds {CONFIG} and {WEIGHTS})"
+            )
+    try:
+        card = ModelCard.from_dict(json.loads(config_path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{config_path}: not a deepmir model config ({exc})") from exc
+    actual = sha256_of(weights_path)
+    if actual != card.weights_sha256:
+        raise ModelError(
+            f"{weights_path}: sha256 {actual[:12]}... does not match {CONFIG} "
+            f"({card.weights_sha256[:12]}...); the weights were changed or corrupted"
+        )
+    net = build_network(card.network, in_channels=len(card.modalities))
+    net.load_state_dict(load_file(str(weights_path)))
+    net.eval()
+    return net, card
+
+
+def check_modalities(card: ModelCard, available: dict[str, Path]) -> None:
+    """Clear error naming the modality (and file) a subject lacks for this model."""
+    missing = [m for m in card.modalities if m not in available]
+    if missing:
+        names = ", ".join(f"{m} (*_{MODALITY_SUFFIX[m]}.nii.gz)" for m in missing)
+        raise ModelError(f"the model needs {', '.join(card.modalities)}; missing: {names}")

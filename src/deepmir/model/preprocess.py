@@ -1,0 +1,87 @@
+"""Preprocessing stored with the model: brain crop and per-modality normalization.
+
+* QSM keeps its sign and physical scale: ``chi / qsm_scale_ppm`` with one
+  scale for every subject, derived from the training data (the median over
+  subjects of the 99.5th percentile of ``|chi|`` in the brain). The sign is
+  what separates a calcification from a CMB, so QSM is never centred.
+* SWI and T2w are in arbitrary units: each subject is normalized robustly
+  inside its brain, ``(x - median) / IQR``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Normalization parameters (saved in the model's config.json)."""
+
+    modalities: tuple[str, ...]
+    qsm_scale_ppm: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Normalization:
+        return Normalization(modalities=tuple(d["modalities"]), qsm_scale_ppm=d["qsm_scale_ppm"])
+
+
+def fit_normalization(
+    modalities: tuple[str, ...], qsm_volumes: list[FloatArray], masks: list[npt.NDArray[np.bool_]]
+) -> Normalization:
+    """Derive the QSM scale from training data (the fingerprint, as in nnU-Net)."""
+    if "qsm" not in modalities or not qsm_volumes:
+        return Normalization(modalities=modalities)
+    highs = [
+        float(np.percentile(np.abs(q[m]), 99.5))
+        for q, m in zip(qsm_volumes, masks, strict=True)
+        if m.any()
+    ]
+    scale = float(np.median(highs)) if highs else 0.1
+    return Normalization(modalities=modalities, qsm_scale_ppm=max(scale, 1e-3))
+
+
+def brain_mask_from(images: dict[str, FloatArray]) -> npt.NDArray[np.bool_]:
+    """A brain mask when the input has none: voxels with signal in every modality."""
+    masks = [np.abs(v) > 1e-6 for v in images.values()]
+    out = masks[0]
+    for m in masks[1:]:
+        out = out | m
+    return out
+
+
+def normalize(
+    images: dict[str, FloatArray], mask: npt.NDArray[np.bool_], norm: Normalization
+) -> FloatArray:
+    """Stack the model's modalities into a (C, I, J, K) float32 array."""
+    channels = []
+    for modality in norm.modalities:
+        x = images[modality].astype(np.float32)
+        if modality == "qsm":
+            channels.append(np.where(mask, x / norm.qsm_scale_ppm, 0.0))
+        else:
+            inside = x[mask] if mask.any() else x.ravel()
+            med = float(np.median(inside))
+            q1, q3 = np.percentile(inside, [25, 75])
+            iqr = max(float(q3 - q1), 1e-6 * max(abs(med), 1.0))
+            channels.append(np.where(mask, (x - med) / iqr, 0.0))
+    return np.stack(channels).astype(np.float32)
+
+
+def brain_box(mask: npt.NDArray[np.bool_], margin: int, divisor: int) -> tuple[slice, ...]:
+    """Bounding box of the brain plus ``margin`` voxels (crop to the brain)."""
+    if not mask.any():
+        return tuple(slice(0, n) for n in mask.shape)
+    idx = np.nonzero(mask)
+    return tuple(
+        slice(max(0, int(i.min()) - margin), min(n, int(i.max()) + margin + 1))
+        for i, n in zip(idx, mask.shape, strict=True)
+    )

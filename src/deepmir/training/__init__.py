@@ -1,0 +1,1 @@
+"""Training the DEEPMIR network on simulated (or any annotated BIDS) data."""

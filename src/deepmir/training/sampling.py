@@ -1,0 +1,74 @@
+"""Patch sampling that oversamples lesions of each class and their mimics.
+
+CMBs are about 1e-5 of brain voxels, so uniform patches would almost never
+show one. Patch centres are drawn (seeded) from: voxels of each lesion
+class, mimics (the darkest unlabelled SWI voxels: veins, and calcifications
+for a single-class model), and random brain voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from deepmir.training.data import TrainingSubject
+
+#: share of patch centres per source: lesion classes 1..3, mimics, anywhere in the brain
+DEFAULT_MIX = {"cmb": 0.3, "iron": 0.15, "calcification": 0.15, "mimic": 0.2, "brain": 0.2}
+
+
+def candidate_centres(
+    subject: TrainingSubject, swi_channel: int | None
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Voxel indices (N, 3) of each source of patch centres."""
+    out = {}
+    for label, name in ((1, "cmb"), (2, "iron"), (3, "calcification")):
+        out[name] = np.argwhere(subject.dseg == label)
+    out["brain"] = np.argwhere(subject.brain)
+    if swi_channel is not None:
+        swi = subject.image[swi_channel]
+        free = subject.brain & (subject.dseg == 0)
+        if free.any():
+            threshold = np.percentile(swi[free], 0.5)
+            out["mimic"] = np.argwhere(free & (swi <= threshold))
+    return out
+
+
+def sample_centres(
+    rng: np.random.Generator,
+    candidates: dict[str, npt.NDArray[np.int64]],
+    n: int,
+    mix: dict[str, float] | None = None,
+) -> npt.NDArray[np.int64]:
+    """Draw ``n`` patch centres following ``mix`` among the sources that exist."""
+    mix = mix or DEFAULT_MIX
+    names = [k for k in mix if k in candidates and len(candidates[k])]
+    p = np.array([mix[k] for k in names], dtype=float)
+    p /= p.sum()
+    picks = rng.choice(len(names), size=n, p=p)
+    centres = []
+    for i in picks:
+        pool = candidates[names[i]]
+        centres.append(pool[rng.integers(len(pool))])
+    return np.asarray(centres)
+
+
+def extract_patch(
+    volume: npt.NDArray[np.generic],
+    centre: npt.NDArray[np.int64],
+    size: tuple[int, ...],
+    jitter: npt.NDArray[np.int64] | None = None,
+) -> npt.NDArray[np.generic]:
+    """A patch of ``size`` around ``centre`` over the last three axes, zero-padded."""
+    spatial = volume.shape[-3:]
+    start = np.asarray(centre) - np.asarray(size) // 2
+    if jitter is not None:
+        start = start + jitter
+    out = np.zeros((*volume.shape[:-3], *size), dtype=volume.dtype)
+    src, dst = [], []
+    for s, n, length in zip(start, spatial, size, strict=True):
+        lo, hi = max(0, s), min(n, s + length)
+        src.append(slice(lo, max(lo, hi)))
+        dst.append(slice(lo - s, lo - s + max(0, hi - lo)))
+    out[(..., *dst)] = volume[(..., *src)]
+    return out
