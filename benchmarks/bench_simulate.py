@@ -25,9 +25,8 @@ def main() -> None:
     import torch
 
     from deepmir.phantom.anatomy import load_template
-    from deepmir.phantom.params import draw_subject_params
-    from deepmir.phantom.render import render_subject, subject_anatomy
-    from deepmir.phantom.simulate import write_subject
+    from deepmir.phantom.render import render_subject
+    from deepmir.phantom.simulate import draw_with_anatomy, write_subject
 
     t0 = time.perf_counter()
     load_template()
@@ -36,8 +35,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.n):
             t = time.perf_counter()
-            params = draw_subject_params(args.seed, index, subject_anatomy, args.size)
-            images = render_subject(params)
+            params, anatomy = draw_with_anatomy(args.seed, index, args.size)
+            images = render_subject(params, anatomy)
             write_subject(Path(tmp), params, images)
             per_subject.append(time.perf_counter() - t)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

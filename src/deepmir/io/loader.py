@@ -67,9 +67,7 @@ def _read(path: Path) -> tuple[Any, npt.NDArray[Any]]:
 
 
 def _check_volume(path: Path, img: Any, data: npt.NDArray[Any], *, is_mask: bool) -> None:
-    if data.ndim == 4 and data.shape[3] == 1:
-        return
-    if data.ndim != 3:
+    if data.ndim != 3 and not (data.ndim == 4 and data.shape[3] == 1):
         raise SubjectDataError(
             path, f"expected a 3D volume, got {data.ndim}D data of shape {tuple(data.shape)}"
         )

@@ -50,7 +50,7 @@ def fit_normalization(
 
 
 def brain_mask_from(images: dict[str, FloatArray]) -> npt.NDArray[np.bool_]:
-    """A brain mask when the input has none: voxels with signal in every modality."""
+    """A brain mask when the input has none: voxels with signal in any modality."""
     masks = [np.abs(v) > 1e-6 for v in images.values()]
     out = masks[0]
     for m in masks[1:]:
@@ -76,7 +76,7 @@ def normalize(
     return np.stack(channels).astype(np.float32)
 
 
-def brain_box(mask: npt.NDArray[np.bool_], margin: int, divisor: int) -> tuple[slice, ...]:
+def brain_box(mask: npt.NDArray[np.bool_], margin: int) -> tuple[slice, ...]:
     """Bounding box of the brain plus ``margin`` voxels (crop to the brain)."""
     if not mask.any():
         return tuple(slice(0, n) for n in mask.shape)

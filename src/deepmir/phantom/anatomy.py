@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from deepmir.phantom.geometry import euler_rotation
+
 FloatArray = npt.NDArray[np.float32]
 
 # Region codes of the deepmir region map (not the contract's labels).
@@ -228,14 +230,6 @@ class DeformationParams:
     control_points: tuple[int, int, int] = (6, 7, 6)
 
 
-def _rotation(deg: tuple[float, float, float]) -> npt.NDArray[np.float64]:
-    a, b, c = np.deg2rad(deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def smooth_noise(
     shape: tuple[int, int, int], seed: int, control: tuple[int, int, int], n: int = 1
 ) -> FloatArray:
@@ -309,7 +303,7 @@ def deform_anatomy(template: Template, grid: Grid, params: DeformationParams) ->
     p = [aff[a, 0] * idx[0] + aff[a, 1] * idx[1] + aff[a, 2] * idx[2] + aff[a, 3] for a in range(3)]
     del idx
     centre = np.array([0.0, -18.0, 8.0])  # approximate MNI brain centre (mm)
-    m = _rotation(params.rotation_deg) @ np.diag(params.scale)
+    m = euler_rotation(params.rotation_deg) @ np.diag(params.scale)
     u = smooth_noise(grid.shape, params.field_seed, params.control_points, n=3)
     q = []
     for a in range(3):

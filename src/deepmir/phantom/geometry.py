@@ -25,11 +25,16 @@ class Ellipsoid:
     angles_deg: tuple[float, float, float]
 
     def rotation(self) -> npt.NDArray[np.float64]:
-        a, b, c = np.deg2rad(self.angles_deg)
-        rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-        ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-        rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-        return rz @ ry @ rx
+        return euler_rotation(self.angles_deg)
+
+
+def euler_rotation(angles_deg: tuple[float, float, float]) -> npt.NDArray[np.float64]:
+    """Rotation matrix ``Rz Ry Rx`` of Euler angles (degrees) about i, j, k."""
+    a, b, c = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx  # type: ignore[no-any-return]
 
 
 def bounding_box(

@@ -58,9 +58,10 @@ def dipole_kernel(
     kb = ki * b0_dir[0] + kj * b0_dir[1] + kk * b0_dir[2]
     with np.errstate(invalid="ignore", divide="ignore"):
         d = np.float32(1.0 / 3.0) - kb**2 / k2
+    d = d.astype(np.float32)
     d[0, 0, 0] = 0.0
-    d.setflags(write=False)
-    return d.astype(np.float32)
+    d.setflags(write=False)  # cached and shared: never modified in place
+    return d
 
 
 def _padded_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int, int]:

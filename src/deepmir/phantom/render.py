@@ -26,7 +26,7 @@ from deepmir.phantom.geometry import (
     tube_occupancy,
     upsample_nearest,
 )
-from deepmir.phantom.params import Lesion, SubjectParams
+from deepmir.phantom.params import Acquisition, Lesion, SubjectParams
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -297,7 +297,7 @@ def _bloom(
     m0: FloatArray,
     field: FloatArray,
     b0_dir: tuple[float, float, float],
-    acq: object,
+    acq: Acquisition,
     vs: float,
     shape: tuple[int, int, int],
     rad_per_ppm: float,
@@ -310,9 +310,6 @@ def _bloom(
     darkens it: blooming (physics.md step 5; Liu et al., Radiology 2012).
     The 1 mm signal in the box is multiplied by ``fine average / coarse signal``.
     """
-    from deepmir.phantom.params import Acquisition
-
-    assert isinstance(acq, Acquisition)
     half = _fine_field_box_mm(lesion, acq.swi_te_s, acq.b0_tesla)
     box = bounding_box(
         list(lesion.ellipsoids),

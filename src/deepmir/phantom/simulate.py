@@ -8,7 +8,6 @@ that ``render_subject(SubjectParams.from_json(...))`` regenerates the images.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from deepmir import __version__
 from deepmir.io.atomic import write_json, write_nifti, write_text
 from deepmir.io.bids import SubjectRef
 from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
+from deepmir.phantom.anatomy import DeformationParams, Grid, SubjectAnatomy
 from deepmir.phantom.params import SubjectParams, draw_subject_params
 from deepmir.phantom.preview import write_preview
 from deepmir.phantom.render import SubjectImages, render_subject, subject_anatomy
@@ -147,14 +147,24 @@ def iter_simulated(config: SimulationConfig) -> Iterator[tuple[SubjectParams, Su
     """Draw and render the subjects of a cohort, one at a time (for Python users)."""
     last = config.first_index + config.n_subjects
     for index in range(config.first_index, last):
-        params = draw_subject_params(
-            config.seed,
-            index,
-            subject_anatomy,
-            config.grid_size,
-            subject=_subject_label(index, last),
+        params, anatomy = draw_with_anatomy(
+            config.seed, index, config.grid_size, _subject_label(index, last)
         )
-        yield params, render_subject(params)
+        yield params, render_subject(params, anatomy)
+
+
+def draw_with_anatomy(
+    seed: int, index: int, grid_size: str, subject: str | None = None
+) -> tuple[SubjectParams, SubjectAnatomy]:
+    """Draw a subject's record and keep the anatomy the draw computed, for rendering."""
+    seen: list[SubjectAnatomy] = []
+
+    def anatomy_of(grid: Grid, deformation: DeformationParams) -> SubjectAnatomy:
+        seen.append(subject_anatomy(grid, deformation))
+        return seen[-1]
+
+    params = draw_subject_params(seed, index, anatomy_of, grid_size, subject=subject)
+    return params, seen[-1]
 
 
 def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.DataFrame:
@@ -229,9 +239,3 @@ def load_params(root: str | Path, subject: str) -> SubjectParams:
     ref = SubjectRef(subject)
     path = ref.anat_dir(Path(root) / REFERENCE) / f"{ref.prefix}_desc-phantom_params.json"
     return SubjectParams.from_json(path.read_text())
-
-
-def describe(counts: pd.DataFrame) -> str:
-    """A short human summary of a simulated cohort."""
-    total = {c: int(counts[c].sum()) for c in counts.columns if c.startswith("n_")}
-    return json.dumps(total)

@@ -80,7 +80,7 @@ def fit(raw: list[RawSubject], modalities: tuple[str, ...]) -> Normalization:
 
 
 def prepare(raw: RawSubject, norm: Normalization, margin: int = 4) -> TrainingSubject:
-    box = brain_box(raw.mask, margin, 1)
+    box = brain_box(raw.mask, margin)
     image = normalize(raw.images, raw.mask, norm)[(slice(None), *box)]
     affine = raw.affine.copy()
     affine[:3, 3] = raw.affine[:3, :3] @ np.array([b.start for b in box]) + raw.affine[:3, 3]
