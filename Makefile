@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-simulate clean
+.PHONY: venv demo test lint bench-simulate bench-predict bench-designs train-default cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -28,5 +28,33 @@ lint: $(STAMP)
 bench-simulate: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulate.py
 
+bench-predict: $(STAMP)
+	$(BIN)/python benchmarks/bench_predict.py
+
+# The shipped models' recipe: 24 simulated subjects (seed 1000, never the demo's
+# 20211), one model per modality set, fixed iteration count (deterministic).
+TRAIN_DATA ?= build/train-cohort
+TRAIN_ITERATIONS ?= 2000
+MODELS := src/deepmir/models
+
+$(TRAIN_DATA)/dataset_description.json: | $(STAMP)
+	$(BIN)/deepmir simulate --out $(TRAIN_DATA) --n 24 --seed 1000
+
+train-default: $(TRAIN_DATA)/dataset_description.json
+	$(BIN)/deepmir train --data $(TRAIN_DATA) --out $(MODELS)/t2w-swi-qsm --modalities t2w,swi,qsm \
+		--iterations $(TRAIN_ITERATIONS) --val-fraction 0.1 --val-every 500 --seed 0
+	$(BIN)/deepmir train --data $(TRAIN_DATA) --out $(MODELS)/swi-qsm --modalities swi,qsm \
+		--iterations $(TRAIN_ITERATIONS) --val-fraction 0.1 --val-every 500 --seed 0
+
+cv: $(TRAIN_DATA)/dataset_description.json
+	$(BIN)/deepmir cv --data $(TRAIN_DATA) --folds 4 --out build/cv --iterations $(TRAIN_ITERATIONS)
+
+ablate: $(TRAIN_DATA)/dataset_description.json
+	$(BIN)/deepmir ablate --data $(TRAIN_DATA) --folds 4 --out build/ablate
+
+bench-designs: $(TRAIN_DATA)/dataset_description.json
+	$(BIN)/python benchmarks/bench_designs.py --data $(TRAIN_DATA) --iterations 1200 \
+		--json benchmarks/results/designs.json
+
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) demo_output build

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from deepmir.evaluation import match_subject
-from deepmir.inference.sliding import labels_from_probabilities, predict_probabilities
+from deepmir.inference.lesions import lesions_from_probabilities
+from deepmir.inference.sliding import predict_probabilities
 from deepmir.io.bids import SubjectRef
 from deepmir.model.checkpoint import (
     WEIGHTS,
@@ -76,7 +77,7 @@ def test_overfit_one_subject_finds_its_cmb(prepared):
     s = with_cmb[0]
     config = dataclasses.replace(TINY, iterations=250, learning_rate=1e-2)
     net = train_on_subjects([s], [], norm, config, progress=False).net
-    pred = labels_from_probabilities(predict_probabilities(net, s.image, config.patch_size))
+    pred = lesions_from_probabilities(predict_probabilities(net, s.image, config.patch_size)).dseg
     match = match_subject(s.dseg, s.instances, pred, s.affine)
     assert match.counts(1).true_positives >= 1
 

@@ -19,6 +19,9 @@ COMMANDS: dict[str, str] = {
     "simulate": "simulate",
     "evaluate": "evaluate",
     "train": "train",
+    "predict": "predict",
+    "cv": "cv",
+    "ablate": "ablate",
     "demo": "demo",
 }
 

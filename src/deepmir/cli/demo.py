@@ -1,7 +1,8 @@
 """``deepmir demo``: the main job on a small embedded default.
 
-Until prediction lands, the demo simulates a small cohort (3 subjects, 1 mm,
-held-out seed) with previews and prints where it went and what is in it.
+Simulates 3 phantom subjects (1 mm) with a seed the shipped models were never
+trained on, predicts them with the shipped default model, evaluates the
+predictions against the phantom reference and points at the QC report.
 """
 
 from __future__ import annotations
@@ -10,32 +11,48 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-DEMO_SEED = 20211  # never used for training
+DEMO_SEED = 20211  # never used for training (the shipped models use seed 1000)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
-        "demo", help="run the main job on a small embedded default"
+        "demo", help="simulate, predict with the shipped model, evaluate, report"
     )
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--n", type=int, default=3)
-    p.add_argument("--size", choices=["full", "small"], default="full")
+    p.add_argument("--seed", type=int, default=DEMO_SEED)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from deepmir.cli.evaluate import confusion_table, metrics_table
     from deepmir.cli.simulate import print_cohort
+    from deepmir.evaluation import evaluate_dataset, write_evaluation
+    from deepmir.inference.predict import predict_dataset
     from deepmir.phantom.simulate import REFERENCE, SimulationConfig, simulate_dataset
 
     console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
     data = args.out / "bids"
-    console.print(f"[bold]deepmir demo[/bold]: simulating {args.n} subjects (seed {DEMO_SEED})")
+    predictions = data / "derivatives" / "deepmir"
+    evaluation = args.out / "evaluation"
+    console.print(f"[bold]1/3 simulate[/bold] {args.n} subjects, 1 mm, seed {args.seed}")
     counts = simulate_dataset(
-        SimulationConfig(
-            out=data, n_subjects=args.n, seed=DEMO_SEED, grid_size=args.size, preview=True
-        )
+        SimulationConfig(out=data, n_subjects=args.n, seed=args.seed, grid_size="full")
     )
-    print_cohort(console, counts, data, REFERENCE, preview=True)
-    return 0
+    print_cohort(console, counts, data, REFERENCE, preview=False)
+    console.print("[bold]2/3 predict[/bold] with the shipped model")
+    outcome = predict_dataset(
+        data, predictions, log=lambda m: console.print(m, highlight=False, markup=False)
+    )
+    console.print("[bold]3/3 evaluate[/bold] against the phantom reference")
+    result = evaluate_dataset(data / REFERENCE, predictions, seed=args.seed, n_bootstrap=1000)
+    write_evaluation(result, evaluation)
+    console.print(metrics_table(result))
+    console.print(confusion_table(result))
+    console.print(f"QC report: {predictions / 'index.html'}", highlight=False)
+    console.print(f"evaluation files: {evaluation}", highlight=False)
+    return 1 if outcome.failed else 0

@@ -1,8 +1,7 @@
-"""Sliding-window inference (MONAI, Gaussian blending) and post-processing."""
+"""Sliding-window inference (MONAI, Gaussian blending) into class probabilities."""
 
 from __future__ import annotations
 
-import cc3d
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -30,16 +29,3 @@ def predict_probabilities(
         )
         assert isinstance(logits, torch.Tensor)
         return torch.softmax(logits[0], dim=0).numpy().astype(np.float32)
-
-
-def labels_from_probabilities(
-    probabilities: npt.NDArray[np.float32],
-    min_size_voxels: int = 1,
-) -> npt.NDArray[np.uint8]:
-    """Argmax labels; 26-connected components smaller than ``min_size_voxels`` removed."""
-    labels = np.argmax(probabilities, axis=0).astype(np.uint8)
-    if min_size_voxels > 1:
-        for label in np.unique(labels[labels > 0]):
-            kept = cc3d.dust(labels == label, threshold=min_size_voxels, connectivity=26)
-            labels[(labels == label) & ~kept] = 0
-    return labels

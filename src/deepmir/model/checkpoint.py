@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from deepmir import __version__
+from deepmir.inference.lesions import PostProcessing
 from deepmir.io.atomic import atomic_path, write_json
 from deepmir.io.bids import MODALITY_SUFFIX
 from deepmir.labels import LABELS
@@ -39,6 +40,7 @@ class ModelCard:
     normalization: Normalization
     patch_size: tuple[int, ...]
     seed: int
+    post: PostProcessing = field(default_factory=PostProcessing)
     training: dict[str, Any] = field(default_factory=dict)
     labels: dict[int, str] = field(default_factory=lambda: dict(LABELS))
     deepmir_version: str = __version__
@@ -55,6 +57,7 @@ class ModelCard:
             "modalities": list(self.modalities),
             "patch_size": list(self.patch_size),
             "seed": self.seed,
+            "post_processing": self.post.to_dict(),
             "training": self.training,
             "labels": {str(k): v for k, v in self.labels.items()},
             "deepmir_version": self.deepmir_version,
@@ -69,6 +72,7 @@ class ModelCard:
             normalization=Normalization.from_dict(d["normalization"]),
             patch_size=tuple(d["patch_size"]),
             seed=int(d["seed"]),
+            post=PostProcessing(**d.get("post_processing", {})),
             training=dict(d.get("training", {})),
             labels={int(k): v for k, v in d["labels"].items()},
             deepmir_version=d.get("deepmir_version", "unknown"),

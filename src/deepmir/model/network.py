@@ -22,7 +22,7 @@ class NetworkConfig:
     """Architecture of the network (saved in every model's config.json)."""
 
     spatial_dims: int = 3
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256, 256)  # six resolution levels
+    channels: tuple[int, ...] = (16, 32, 48, 64, 96, 128)  # six resolution levels
     strides: tuple[int, ...] = (2, 2, 2, 2, 2)
     num_res_units: int = 1
     norm: str = "instance"

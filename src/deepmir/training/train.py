@@ -20,7 +20,8 @@ from monai.losses import DiceFocalLoss
 from tqdm import tqdm
 
 from deepmir.evaluation import compute_metrics, match_subject
-from deepmir.inference.sliding import labels_from_probabilities, predict_probabilities
+from deepmir.inference.lesions import PostProcessing, lesions_from_probabilities
+from deepmir.inference.sliding import predict_probabilities
 from deepmir.model.checkpoint import ModelCard, save_model
 from deepmir.model.network import NetworkConfig, build_network
 from deepmir.model.preprocess import Normalization
@@ -41,12 +42,24 @@ class TrainConfig:
     learning_rate: float = 2e-3
     val_every: int = 200
     seed: int = 0
-    min_lesion_voxels: int = 1
+    post: PostProcessing = field(default_factory=PostProcessing)
+    #: lesion classes the network learns; the others count as background
+    #: (``(1,)``: the paper's single-class CMB model; default multi-class)
+    target_labels: tuple[int, ...] = (1, 2, 3)
+    #: choose threshold and minimum lesion size on the validation subjects after training
+    tune_post: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["network"] = self.network.to_dict()
+        d["post"] = self.post.to_dict()
         return d
+
+    def targets(self, dseg: np.ndarray) -> np.ndarray:
+        """Reference labels restricted to the learned classes."""
+        if self.target_labels == (1, 2, 3):
+            return dseg
+        return np.where(np.isin(dseg, self.target_labels), dseg, 0).astype(dseg.dtype)
 
 
 @dataclass
@@ -79,21 +92,64 @@ def _augment(
     return image, label.copy()
 
 
-def validation_f1(
-    net: torch.nn.Module, subjects: list[TrainingSubject], config: TrainConfig
-) -> float:
-    """Mean over classes of pooled lesion F1 (classes present in the reference or prediction)."""
-    matches = {}
-    for s in subjects:
-        prob = predict_probabilities(net, s.image, config.patch_size)
-        pred = labels_from_probabilities(prob, config.min_lesion_voxels)
-        matches[s.name] = match_subject(
-            s.dseg, s.instances if s.instances.any() else None, pred, s.affine
+def _match(s: TrainingSubject, prob: np.ndarray, config: TrainConfig, post: PostProcessing) -> Any:
+    pred = lesions_from_probabilities(prob, post).dseg
+    target = config.targets(s.dseg)
+    instances = np.where(target > 0, s.instances, 0) if s.instances.any() else None
+    return match_subject(target, instances, pred, s.affine)
+
+
+def match_predictions(
+    net: torch.nn.Module,
+    subjects: list[TrainingSubject],
+    config: TrainConfig,
+    post: PostProcessing | None = None,
+) -> dict[str, Any]:
+    """Predict prepared subjects and match them to their reference (lesion level)."""
+    return {
+        s.name: _match(
+            s, predict_probabilities(net, s.image, config.patch_size), config, post or config.post
         )
+        for s in subjects
+    }
+
+
+def mean_f1(matches: dict[str, Any]) -> float:
+    """Mean over classes of pooled lesion F1 (classes present in reference or
+    prediction), from :func:`deepmir.evaluation.compute_metrics`."""
     result = compute_metrics(matches, n_bootstrap=0)
     f1s = [c.f1 for c in result.classes.values() if c.n_reference + c.n_predicted > 0]
     f1s = [f for f in f1s if not math.isnan(f)]
     return float(np.mean(f1s)) if f1s else 0.0
+
+
+def validation_f1(
+    net: torch.nn.Module, subjects: list[TrainingSubject], config: TrainConfig
+) -> float:
+    """Validation lesion F1 with the configured post-processing."""
+    return mean_f1(match_predictions(net, subjects, config))
+
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+MIN_SIZES = (1, 2, 3, 5, 8)
+
+
+def tune_post_processing(
+    net: torch.nn.Module, subjects: list[TrainingSubject], config: TrainConfig
+) -> tuple[PostProcessing, float]:
+    """Threshold and minimum lesion size that maximize validation lesion F1
+    (a grid search on the validation subjects' probabilities, computed once)."""
+    probs = [predict_probabilities(net, s.image, config.patch_size) for s in subjects]
+    best, best_f1 = config.post, -1.0
+    for threshold in THRESHOLDS:
+        for min_size in MIN_SIZES:
+            post = PostProcessing(threshold, min_size)
+            f1 = mean_f1(
+                {s.name: _match(s, p, config, post) for s, p in zip(subjects, probs, strict=True)}
+            )
+            if f1 > best_f1 + 1e-9:
+                best, best_f1 = post, f1
+    return best, best_f1
 
 
 def train_on_subjects(
@@ -116,6 +172,7 @@ def train_on_subjects(
     )
     swi = config.modalities.index("swi") if "swi" in config.modalities else None
     candidates = [candidate_centres(s, swi) for s in train]
+    targets = [config.targets(s.dseg) for s in train]
     losses: list[float] = []
     val_f1: list[tuple[int, float]] = []
     best_state = None
@@ -130,7 +187,7 @@ def train_on_subjects(
             centre = sample_centres(rng, candidates[k], 1)[0]
             jitter = rng.integers(-config.patch_size[0] // 4, config.patch_size[0] // 4 + 1, 3)
             img = extract_patch(train[k].image, centre, config.patch_size, jitter)
-            lab = extract_patch(train[k].dseg, centre, config.patch_size, jitter)
+            lab = extract_patch(targets[k], centre, config.patch_size, jitter)
             img, lab = _augment(rng, img, lab, config.modalities)
             images.append(img)
             labels.append(lab[None])
@@ -159,17 +216,23 @@ def train_on_subjects(
             break
     if best_state is not None:
         net.load_state_dict(best_state)
+    post, tuned_f1 = config.post, None
+    if val and config.tune_post:
+        post, tuned_f1 = tune_post_processing(net, val, config)
     card = ModelCard(
         network=config.network,
         normalization=norm,
         patch_size=config.patch_size,
         seed=config.seed,
+        post=post,
         training={
             "config": config.to_dict(),
             "subjects": [s.name for s in train],
             "validation_subjects": [s.name for s in val],
             "iterations_run": len(losses),
             "best_validation_lesion_f1": best if val else None,
+            "tuned_post_processing": post.to_dict() if tuned_f1 is not None else None,
+            "validation_lesion_f1_after_tuning": tuned_f1,
             "seconds": round(time.perf_counter() - start, 1),
         },
     )

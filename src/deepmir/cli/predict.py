@@ -1,0 +1,68 @@
+"""``deepmir predict``: lesion maps, lesion tables and QC reports for a BIDS dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "predict",
+        help="find CMBs, iron deposits and calcifications with a (shipped) model",
+        description="Writes, per subject, desc-deepmir_dseg, lesions.tsv and a QC report "
+        "(BIDS derivatives, on each input's own grid) plus a cohort index.html.",
+    )
+    p.add_argument("--data", required=True, type=Path, help="raw BIDS folder")
+    p.add_argument("--out", required=True, type=Path, help="derivatives folder to write")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="'default' (shipped; chosen by the modalities present) or a model folder",
+    )
+    p.add_argument(
+        "--participant-label",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="only these subjects (with or without 'sub-')",
+    )
+    p.add_argument("--save-probabilities", action="store_true", help="write label-*_probseg")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="lesion probability threshold (default: the model's)",
+    )
+    p.add_argument("--no-report", action="store_true", help="skip the HTML reports")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from deepmir.inference.predict import predict_dataset
+    from deepmir.io.loader import SubjectDataError
+    from deepmir.model.checkpoint import ModelError
+
+    console = Console()
+    try:
+        outcome = predict_dataset(
+            args.data,
+            args.out,
+            model=args.model,
+            participants=args.participant_label,
+            threshold=args.threshold,
+            save_probabilities=args.save_probabilities,
+            report=not args.no_report,
+            log=lambda m: console.print(m, highlight=False, markup=False),
+        )
+    except (SubjectDataError, ModelError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    n_ok, n_bad = len(outcome.written), len(outcome.failed)
+    console.print(f"{n_ok} subject(s) predicted, {n_bad} failed; outputs in {args.out}")
+    if not args.no_report:
+        console.print(f"cohort report: {args.out / 'index.html'}", highlight=False)
+    return 1 if n_bad else 0

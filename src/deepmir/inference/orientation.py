@@ -1,0 +1,42 @@
+"""Reorientation to the model's frame (RAS, nearest axis permutation/flip) and back.
+
+Uses nibabel's orientation utilities; no resampling, so writing back is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """From a file's voxel axes to RAS voxel axes, and back."""
+
+    to_ras: npt.NDArray[np.float64]
+    from_ras: npt.NDArray[np.float64]
+    ras_affine: npt.NDArray[np.float64]
+
+    @staticmethod
+    def of(affine: npt.NDArray[np.float64], shape: tuple[int, ...]) -> Reorientation:
+        ornt = io_orientation(affine)
+        ras = axcodes2ornt(("R", "A", "S"))
+        to_ras = ornt_transform(ornt, ras)
+        ras_affine = affine @ nib.orientations.inv_ornt_aff(to_ras, shape[-3:])
+        return Reorientation(to_ras, ornt_transform(ras, ornt), ras_affine)
+
+    def forward(self, volume: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        """A 3D volume or a (C, I, J, K) stack, in RAS voxel order."""
+        if volume.ndim == 4:
+            return np.stack([self.forward(v) for v in volume])
+        return np.ascontiguousarray(apply_orientation(volume, self.to_ras))
+
+    def backward(self, volume: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        """Back onto the file's own voxel grid."""
+        if volume.ndim == 4:
+            return np.stack([self.backward(v) for v in volume])
+        return np.ascontiguousarray(apply_orientation(volume, self.from_ras))

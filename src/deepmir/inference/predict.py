@@ -1,0 +1,313 @@
+"""``deepmir predict``: a model over a BIDS dataset, outputs per the data contract.
+
+Per subject: load and check the model's modalities (:mod:`deepmir.io.loader`),
+reorient to RAS, crop to the brain, normalize with the model's stored
+parameters, sliding-window probabilities (MONAI, Gaussian blending), lesions
+(one class each), then everything is written back on the input's own grid
+and affine. A subject's files are rendered in memory first and then moved
+into place together, so they are all there or none is; a failing subject is
+reported and the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+import torch
+from tqdm import tqdm
+
+from deepmir import __version__
+from deepmir.inference.lesions import Lesions, PostProcessing, lesions_from_probabilities
+from deepmir.inference.orientation import Reorientation
+from deepmir.inference.sliding import predict_probabilities
+from deepmir.io.atomic import atomic_group, nifti_image, write_json, write_text
+from deepmir.io.bids import SubjectRef, find_subjects
+from deepmir.io.loader import Subject, SubjectDataError, load_subject
+from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
+from deepmir.model.checkpoint import ModelCard, ModelError, check_modalities, load_model
+from deepmir.model.preprocess import brain_box, brain_mask_from, normalize
+
+#: shipped models (inside the package), most modalities first
+SHIPPED_MODELS = ("t2w-swi-qsm", "swi-qsm")
+LESION_COLUMNS = [
+    "lesion_id",
+    "label",
+    "i",
+    "j",
+    "k",
+    "x",
+    "y",
+    "z",
+    "volume_mm3",
+    "probability",
+    "chi_ppm",
+    "chi_volume_ppm_mm3",
+    "region",
+]
+
+
+def shipped_model_dir(name: str) -> Path:
+    return Path(str(resources.files("deepmir") / "models" / name))
+
+
+@dataclass
+class LoadedModel:
+    net: torch.nn.Module
+    card: ModelCard
+    name: str
+
+
+def choose_model(model: str | Path, root: Path, refs: list[SubjectRef]) -> LoadedModel:
+    """``default``: the shipped model with the most modalities that every selected
+    subject has (by file presence); otherwise a model folder."""
+    if str(model) != "default":
+        net, card = load_model(model)
+        return LoadedModel(net, card, str(model))
+    for name in SHIPPED_MODELS:
+        net, card = load_model(shipped_model_dir(name))
+        if all(ref.modality_path(root, m).exists() for ref in refs for m in card.modalities):
+            return LoadedModel(net, card, f"default ({name})")
+    # nothing fits everybody: take the smallest; subjects missing a modality get its error
+    return LoadedModel(net, card, f"default ({SHIPPED_MODELS[-1]})")
+
+
+@dataclass
+class SubjectPrediction:
+    ref: SubjectRef
+    dseg: npt.NDArray[np.uint8]  # input grid
+    probabilities: npt.NDArray[np.float32]  # (L, ...) input grid
+    lesions: Lesions  # input grid
+    table: list[dict[str, Any]]
+    subject: Subject
+    qsm: npt.NDArray[np.float32] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def predict_subject(
+    root: Path, ref: SubjectRef, model: LoadedModel, post: PostProcessing
+) -> SubjectPrediction:
+    """Everything for one subject, in memory (raises SubjectDataError / ModelError)."""
+    card = model.card
+    available = {
+        m: ref.modality_path(root, m)
+        for m in ("t2w", "swi", "qsm")
+        if ref.modality_path(root, m).exists()
+    }
+    try:
+        check_modalities(card, available)
+    except ModelError as exc:
+        missing = [m for m in card.modalities if m not in available]
+        raise SubjectDataError(ref.modality_path(root, missing[0]), str(exc)) from exc
+    wanted = tuple(m for m in ("t2w", "swi", "qsm") if m in card.modalities or m == "qsm")
+    wanted = tuple(m for m in wanted if m in available)
+    subject = load_subject(root, ref, wanted)
+    shape = subject.shape
+    orient = Reorientation.of(subject.affine, shape)
+    images = {m: orient.forward(v) for m, v in subject.images.items()}
+    mask = (
+        orient.forward(subject.brain_mask).astype(bool)
+        if subject.brain_mask is not None
+        else brain_mask_from({m: images[m] for m in card.modalities})
+    )
+    box = brain_box(mask, 4)
+    image = normalize({m: images[m] for m in card.modalities}, mask, card.normalization)
+    crop = np.ascontiguousarray(image[(slice(None), *box)])
+    prob_crop = predict_probabilities(model.net, crop, card.patch_size)
+    probabilities = np.zeros((len(LABELS), *mask.shape), np.float32)
+    probabilities[0] = 1.0
+    probabilities[(slice(None), *box)] = prob_crop
+    lesions = lesions_from_probabilities(probabilities, post)
+    back = Lesions(
+        dseg=orient.backward(lesions.dseg),
+        instances=orient.backward(lesions.instances),
+        labels=lesions.labels,
+        probability=lesions.probability,
+    )
+    qsm = subject.images.get("qsm")
+    prediction = SubjectPrediction(
+        ref=ref,
+        dseg=back.dseg,
+        probabilities=orient.backward(probabilities),
+        lesions=back,
+        table=lesion_table(back, subject.affine, qsm),
+        subject=subject,
+        qsm=qsm,
+    )
+    return prediction
+
+
+def lesion_table(
+    lesions: Lesions, affine: npt.NDArray[np.float64], qsm: npt.NDArray[np.float32] | None
+) -> list[dict[str, Any]]:
+    """One row per lesion, the contract's columns (centroids on the input grid)."""
+    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    rows = []
+    n = len(lesions.labels)
+    if n == 0:
+        return rows
+    ids = lesions.instances.ravel()
+    inside = ids > 0
+    counts = np.bincount(ids[inside], minlength=n + 1)
+    coords = np.indices(lesions.instances.shape).reshape(3, -1)[:, inside]
+    sums = np.stack([np.bincount(ids[inside], weights=c, minlength=n + 1) for c in coords])
+    chi_sum = (
+        np.bincount(ids[inside], weights=qsm.ravel()[inside], minlength=n + 1)
+        if qsm is not None
+        else None
+    )
+    for k in range(1, n + 1):
+        centroid = sums[:, k] / counts[k]
+        xyz = affine[:3, :3] @ centroid + affine[:3, 3]
+        volume = counts[k] * voxel_mm3
+        chi = float(chi_sum[k] / counts[k]) if chi_sum is not None else None
+        rows.append(
+            {
+                "lesion_id": k,
+                "label": LABELS[int(lesions.labels[k - 1])],
+                "i": round(float(centroid[0]), 2),
+                "j": round(float(centroid[1]), 2),
+                "k": round(float(centroid[2]), 2),
+                "x": round(float(xyz[0]), 2),
+                "y": round(float(xyz[1]), 2),
+                "z": round(float(xyz[2]), 2),
+                "volume_mm3": round(volume, 2),
+                "probability": round(float(lesions.probability[k - 1]), 3),
+                "chi_ppm": None if chi is None else round(chi, 4),
+                "chi_volume_ppm_mm3": None if chi is None else round(chi * volume, 3),
+                "region": "n/a",  # needs a registration to an atlas: not done
+            }
+        )
+    return rows
+
+
+def lesions_tsv(rows: list[dict[str, Any]]) -> str:
+    lines = ["\t".join(LESION_COLUMNS)]
+    for r in rows:
+        lines.append("\t".join("n/a" if r[c] is None else str(r[c]) for c in LESION_COLUMNS))
+    return "\n".join(lines) + "\n"
+
+
+def output_paths(out: Path, ref: SubjectRef) -> dict[str, Path]:
+    anat = ref.anat_dir(out)
+    p = ref.prefix
+    paths = {
+        "dseg": anat / f"{p}_desc-deepmir_dseg.nii.gz",
+        "lesions": anat / f"{p}_desc-deepmir_lesions.tsv",
+        "report": anat / f"{p}_desc-deepmir_report.html",
+    }
+    for label, name in LESION_CLASSES.items():
+        paths[f"prob-{label}"] = anat / f"{p}_label-{name}_desc-deepmir_probseg.nii.gz"
+    return paths
+
+
+def write_subject(
+    out: Path,
+    prediction: SubjectPrediction,
+    report_html: str,
+    save_probabilities: bool,
+) -> list[Path]:
+    """Every file of the subject staged under temporary names, then renamed together."""
+    paths = output_paths(out, prediction.ref)
+    affine = prediction.subject.affine
+    names = ["dseg", "lesions", "report"]
+    if save_probabilities:
+        names += [f"prob-{label}" for label in LESION_CLASSES]
+    with atomic_group() as stage:
+        nib.save(nifti_image(prediction.dseg, affine, np.uint8), stage(paths["dseg"]))
+        if save_probabilities:
+            for label in LESION_CLASSES:
+                image = nifti_image(prediction.probabilities[label], affine, np.float32)
+                nib.save(image, stage(paths[f"prob-{label}"]))
+        stage(paths["lesions"]).write_text(lesions_tsv(prediction.table))
+        stage(paths["report"]).write_text(report_html)
+    return [paths[n] for n in names]
+
+
+@dataclass
+class PredictOutcome:
+    written: dict[str, list[Path]]
+    failed: dict[str, str]
+    counts: dict[str, dict[str, int]]
+    model: str
+
+
+def select_subjects(root: Path, labels: Iterable[str] | None) -> list[SubjectRef]:
+    refs = find_subjects(root)
+    if not refs:
+        raise SubjectDataError(root, "no sub-* folders: not a BIDS dataset")
+    if labels:
+        wanted = {label.removeprefix("sub-") for label in labels}
+        unknown = wanted - {r.subject for r in refs}
+        if unknown:
+            raise SubjectDataError(root, f"no such participant(s): {', '.join(sorted(unknown))}")
+        refs = [r for r in refs if r.subject in wanted]
+    return refs
+
+
+def predict_dataset(
+    data: str | Path,
+    out: str | Path,
+    model: str | Path = "default",
+    participants: Iterable[str] | None = None,
+    threshold: float | None = None,
+    save_probabilities: bool = False,
+    report: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> PredictOutcome:
+    """Predict every (selected) subject; a failing subject is reported and skipped."""
+    from deepmir.report.html import cohort_index, subject_report
+
+    root, out = Path(data), Path(out)
+    refs = select_subjects(root, participants)
+    loaded = choose_model(model, root, refs)
+    post = loaded.card.post
+    if threshold is not None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"--threshold must be between 0 and 1, got {threshold}")
+        post = PostProcessing(threshold=threshold, min_size_voxels=post.min_size_voxels)
+    log(f"model: {loaded.name}, modalities {'+'.join(loaded.card.modalities)}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "dataset_description.json", _description(loaded, root))
+    write_text(out / "dseg.tsv", dseg_tsv())
+    written: dict[str, list[Path]] = {}
+    failed: dict[str, str] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for ref in tqdm(refs, desc="predict", unit="subject", disable=not progress):
+        try:
+            prediction = predict_subject(root, ref, loaded, post)
+            html = subject_report(prediction, loaded.name) if report else ""
+            written[str(ref)] = write_subject(out, prediction, html, save_probabilities)
+            counts[str(ref)] = {
+                name: int((prediction.lesions.labels == label).sum())
+                for label, name in LESION_CLASSES.items()
+            }
+        except (SubjectDataError, ModelError) as exc:
+            failed[str(ref)] = str(exc)
+            log(f"{ref}: FAILED: {exc}")
+    if report:
+        write_text(out / "index.html", cohort_index(counts, failed, loaded.name, out))
+    return PredictOutcome(written, failed, counts, loaded.name)
+
+
+def _description(model: LoadedModel, root: Path) -> dict[str, Any]:
+    return {
+        "Name": "deepmir predictions",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": "deepmir",
+                "Version": __version__,
+                "Description": f"model {model.name}, weights sha256 {model.card.weights_sha256}",
+            }
+        ],
+        "SourceDatasets": [{"URL": root.resolve().as_uri()}],
+    }

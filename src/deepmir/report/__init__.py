@@ -1,0 +1,1 @@
+"""QC reports: self-contained HTML per subject and a cohort index."""

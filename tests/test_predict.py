@@ -1,0 +1,236 @@
+"""deepmir predict: contract outputs, orientation, bad inputs, reports (tiny model)."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import cc3d
+import nibabel as nib
+import numpy as np
+import pytest
+
+from deepmir.cli import main
+from deepmir.evaluation import match_subject
+from deepmir.inference.predict import LESION_COLUMNS, output_paths, predict_dataset
+from deepmir.io.bids import SubjectRef, find_subjects
+from deepmir.model.checkpoint import save_model
+from deepmir.model.network import TinyNetworkConfig
+from deepmir.training.data import fit, prepare, read_annotated
+from deepmir.training.train import TrainConfig, train_on_subjects
+
+TINY = TrainConfig(
+    network=TinyNetworkConfig(),
+    patch_size=(32, 32, 32),
+    batch_size=2,
+    iterations=250,
+    learning_rate=1e-2,
+    val_every=10_000,
+    seed=3,
+)
+REFERENCE = Path("derivatives") / "reference"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(simulated_dataset, tmp_path_factory) -> Path:
+    """A tiny network overfit on the small phantoms (enough to find their CMBs)."""
+    raw = read_annotated(simulated_dataset, TINY.modalities)
+    norm = fit(raw, TINY.modalities)
+    subjects = [prepare(r, norm) for r in raw]
+    result = train_on_subjects(subjects, [], norm, TINY, progress=False)
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    save_model(out, result.net, result.card)
+    return out
+
+
+@pytest.fixture(scope="module")
+def predicted(simulated_dataset, tiny_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pred") / "deepmir"
+    args = ["predict", "--data", str(simulated_dataset), "--out", str(out)]
+    assert main([*args, "--model", str(tiny_model), "--save-probabilities"]) == 0
+    return out
+
+
+def _reference(root: Path, ref: SubjectRef) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    anat = ref.anat_dir(root / REFERENCE)
+    dseg = nib.load(anat / f"{ref.prefix}_dseg.nii.gz")
+    inst = nib.load(anat / f"{ref.prefix}_desc-instances_dseg.nii.gz")
+    return np.asarray(dseg.dataobj), np.asarray(inst.dataobj), dseg.affine
+
+
+def test_predict_writes_the_contract_and_finds_the_cmbs(simulated_dataset, predicted):
+    assert (predicted / "dataset_description.json").exists()
+    assert (predicted / "dseg.tsv").read_text().splitlines()[1] == "0\tbackground"
+    found = 0
+    for ref in find_subjects(simulated_dataset):
+        paths = output_paths(predicted, ref)
+        for p in paths.values():
+            assert p.exists(), p
+        image = nib.load(paths["dseg"])
+        source = nib.load(ref.modality_path(simulated_dataset, "swi"))
+        assert image.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(image.affine, source.affine, atol=1e-5)
+        assert image.shape == source.shape
+        prob = nib.load(paths["prob-1"])
+        assert prob.get_data_dtype() == np.float32 and prob.shape == source.shape
+        header = paths["lesions"].read_text().splitlines()[0].split("\t")
+        assert header == LESION_COLUMNS
+        dseg, inst, affine = _reference(simulated_dataset, ref)
+        match = match_subject(dseg, inst, np.asarray(image.dataobj), affine)
+        found += match.counts(1).true_positives
+        rows = paths["lesions"].read_text().splitlines()[1:]
+        n_components = cc3d.connected_components(np.asarray(image.dataobj) > 0, connectivity=26)
+        assert len(rows) == int(n_components.max())
+    assert found >= 1
+
+
+def test_lesion_table_chi_matches_the_qsm(simulated_dataset, predicted):
+    ref = find_subjects(simulated_dataset)[0]
+    paths = output_paths(predicted, ref)
+    rows = [r.split("\t") for r in paths["lesions"].read_text().splitlines()[1:]]
+    if not rows:
+        pytest.skip("no lesion predicted in this subject")
+    qsm = np.asarray(nib.load(ref.modality_path(simulated_dataset, "qsm")).dataobj)
+    dseg = np.asarray(nib.load(paths["dseg"]).dataobj)
+    # one lesion per row; the total chi x volume equals the QSM summed over lesion voxels
+    voxel = float(abs(np.linalg.det(nib.load(paths["dseg"]).affine[:3, :3])))
+    total = sum(float(r[LESION_COLUMNS.index("chi_volume_ppm_mm3")]) for r in rows)
+    assert total == pytest.approx(float(qsm[dseg > 0].sum()) * voxel, rel=1e-2, abs=1e-2)
+
+
+def test_reports_are_self_contained(simulated_dataset, predicted):
+    index = (predicted / "index.html").read_text()
+    for ref in find_subjects(simulated_dataset):
+        report = output_paths(predicted, ref)["report"]
+        assert str(report.relative_to(predicted)) in index
+        text = report.read_text()
+        assert "<h2>Counts</h2>" in text
+        assert "http" not in text.replace("http-equiv", "")  # nothing fetched
+        if "<h2>Lesion tiles</h2>" in text:
+            assert "data:image/png;base64," in text
+
+
+def _flip_subject(src: Path, dst: Path, ref: SubjectRef) -> None:
+    """A copy of the dataset whose images are stored flipped along i (LAS-like)."""
+    shutil.copytree(src, dst)
+    for f in ref.anat_dir(dst).glob("*.nii.gz"):
+        img = nib.load(f)
+        data = np.asarray(img.dataobj)[::-1]
+        flip = np.eye(4)
+        flip[0, 0], flip[0, 3] = -1, data.shape[0] - 1
+        out = nib.Nifti1Image(np.ascontiguousarray(data), img.affine @ flip, img.header)
+        out.set_qform(img.affine @ flip, code=1)
+        out.set_sform(img.affine @ flip, code=1)
+        nib.save(out, f)
+
+
+def test_flipped_orientation_gives_the_same_lesions(
+    simulated_dataset, tiny_model, predicted, tmp_path
+):
+    ref = find_subjects(simulated_dataset)[0]
+    flipped = tmp_path / "flipped"
+    _flip_subject(simulated_dataset, flipped, ref)
+    out = tmp_path / "pred"
+    outcome = predict_dataset(
+        flipped, out, model=tiny_model, participants=[ref.subject], progress=False
+    )
+    assert not outcome.failed
+    a = nib.load(output_paths(predicted, ref)["dseg"])
+    b = nib.load(output_paths(out, ref)["dseg"])
+    np.testing.assert_allclose(b.affine, nib.load(ref.modality_path(flipped, "swi")).affine)
+    assert not np.allclose(a.affine, b.affine)
+    np.testing.assert_array_equal(np.asarray(b.dataobj)[::-1], np.asarray(a.dataobj))
+
+
+def _bad_dataset(src: Path, dst: Path) -> dict[str, str]:
+    """Subjects 01 (good) and five bad copies of it; returns label -> expected message."""
+    shutil.copytree(src, dst)
+    good = SubjectRef("01")
+    shutil.rmtree(dst / "sub-02")
+    expected = {}
+
+    def copy(label: str) -> SubjectRef:
+        ref = SubjectRef(label)
+        ref.anat_dir(dst).mkdir(parents=True)
+        for f in good.anat_dir(dst).glob("*.nii.gz"):
+            shutil.copy(f, ref.anat_dir(dst) / f.name.replace("sub-01", f"sub-{label}"))
+        return ref
+
+    ref = copy("nomod")
+    ref.modality_path(dst, "qsm").unlink()
+    expected["nomod"] = "missing: qsm"
+    ref = copy("grid")
+    img = nib.load(ref.modality_path(dst, "t2w"))
+    nib.save(
+        nib.Nifti1Image(np.asarray(img.dataobj)[:-2], img.affine), ref.modality_path(dst, "t2w")
+    )
+    expected["grid"] = "shape"
+    ref = copy("nan")
+    img = nib.load(ref.modality_path(dst, "qsm"))
+    data = np.asarray(img.dataobj).copy()
+    data[10, 10, 10] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), ref.modality_path(dst, "qsm"))
+    expected["nan"] = "NaN"
+    ref = copy("fourd")
+    img = nib.load(ref.modality_path(dst, "swi"))
+    data = np.asarray(img.dataobj)
+    nib.save(nib.Nifti1Image(np.stack([data, data], -1), img.affine), ref.modality_path(dst, "swi"))
+    expected["fourd"] = "4D"
+    ref = copy("gzip")
+    raw = gzip.decompress(ref.modality_path(dst, "swi").read_bytes())
+    ref.modality_path(dst, "swi").write_bytes(gzip.compress(raw)[: len(raw) // 50])
+    expected["gzip"] = "swi.nii.gz"
+    return expected
+
+
+def test_bad_inputs_fail_alone_and_leave_nothing(simulated_dataset, tiny_model, tmp_path):
+    data = tmp_path / "bad"
+    expected = _bad_dataset(simulated_dataset, data)
+    out = tmp_path / "pred"
+    outcome = predict_dataset(data, out, model=tiny_model, progress=False)
+    assert set(outcome.written) == {"sub-01"}
+    assert set(outcome.failed) == {f"sub-{k}" for k in expected}
+    for label, words in expected.items():
+        message = outcome.failed[f"sub-{label}"]
+        assert words.lower() in message.lower(), message
+        assert f"sub-{label}" in message  # names the file
+        anat = SubjectRef(label).anat_dir(out)
+        assert not anat.exists() or not any(anat.iterdir())
+    assert not list(out.rglob("*.tmp*"))
+    args = ["predict", "--data", str(data), "--out", str(tmp_path / "cli")]
+    assert main([*args, "--model", str(tiny_model), "--no-report"]) == 1
+
+
+def test_unknown_participant_and_bad_threshold(simulated_dataset, tiny_model, tmp_path):
+    args = ["predict", "--data", str(simulated_dataset), "--out", str(tmp_path / "o")]
+    assert main([*args, "--model", str(tiny_model), "--participant-label", "99"]) == 2
+    assert main([*args, "--model", str(tiny_model), "--threshold", "1.5"]) == 2
+    assert main([*args, "--model", str(tmp_path / "nothing")]) == 2
+
+
+def test_threshold_changes_the_lesions(simulated_dataset, tiny_model, tmp_path):
+    low = predict_dataset(
+        simulated_dataset,
+        tmp_path / "a",
+        tiny_model,
+        threshold=0.05,
+        report=False,
+        progress=False,
+    )
+    high = predict_dataset(
+        simulated_dataset,
+        tmp_path / "b",
+        tiny_model,
+        threshold=0.95,
+        report=False,
+        progress=False,
+    )
+
+    def total(o):
+        return sum(sum(c.values()) for c in o.counts.values())
+
+    assert total(low) >= total(high)
+    a = np.asarray(nib.load(output_paths(tmp_path / "a", SubjectRef("01"))["dseg"]).dataobj)
+    b = np.asarray(nib.load(output_paths(tmp_path / "b", SubjectRef("01"))["dseg"]).dataobj)
+    assert (a > 0).sum() > (b > 0).sum()
