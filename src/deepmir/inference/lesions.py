@@ -1,31 +1,63 @@
 """Post-processing: class probabilities into lesions, one class per lesion.
 
-A lesion is a 26-connected component of voxels whose lesion probability
-(1 - p(background)) reaches ``threshold``; components smaller than
-``min_size_voxels`` are dropped; each component takes the class with the
-largest summed probability inside it (so a lesion never comes out half CMB,
-half calcification). Components come from cc3d; the rest is a few lines of
-numpy written here because no library assigns one class per component.
+A candidate lesion is a 26-connected component of voxels whose lesion
+probability (1 - p(background)) reaches ``threshold``; it takes the class
+with the largest summed probability inside it (so a lesion never comes out
+half CMB, half calcification); candidates smaller than their class's minimum
+size, or whose mean class probability is below their class's minimum, are
+dropped. The per-class minima are chosen on validation subjects after
+training (:func:`deepmir.training.train.tune_post_processing`) and stored
+with the model. Components come from cc3d; the rest is a few lines of numpy
+written here because no library assigns one class per component.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cc3d
 import numpy as np
 import numpy.typing as npt
 
+N_LESION_CLASSES = 3
+
 
 @dataclass(frozen=True)
 class PostProcessing:
-    """Saved with every model (config.json) and overridable at predict time."""
+    """Saved with every model (config.json); the threshold can be overridden at predict time."""
 
     threshold: float = 0.5
-    min_size_voxels: int = 2
+    #: per lesion class (cmb, iron, calcification)
+    min_size_voxels: tuple[int, ...] = field(default=(2, 2, 2))
+    min_probability: tuple[float, ...] = field(default=(0.0, 0.0, 0.0))
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {"threshold": self.threshold, "min_size_voxels": self.min_size_voxels}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "min_size_voxels": list(self.min_size_voxels),
+            "min_probability": list(self.min_probability),
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> PostProcessing:
+        size = d.get("min_size_voxels", 2)
+        prob = d.get("min_probability", 0.0)
+        return PostProcessing(
+            threshold=float(d.get("threshold", 0.5)),
+            min_size_voxels=tuple(int(x) for x in np.broadcast_to(size, N_LESION_CLASSES)),
+            min_probability=tuple(float(x) for x in np.broadcast_to(prob, N_LESION_CLASSES)),
+        )
+
+
+@dataclass
+class Candidates:
+    """Every component above the threshold, before the per-class minima."""
+
+    components: npt.NDArray[np.int32]  # component id per voxel, 0 outside
+    classes: npt.NDArray[np.uint8]  # class of component k at index k (index 0 unused)
+    sizes: npt.NDArray[np.int64]
+    mean_probability: npt.NDArray[np.float32]
 
 
 @dataclass
@@ -38,22 +70,11 @@ class Lesions:
     probability: npt.NDArray[np.float32]  # mean class probability of each lesion
 
 
-def lesions_from_probabilities(
-    probabilities: npt.NDArray[np.float32], post: PostProcessing | None = None
-) -> Lesions:
-    """Lesions from class probabilities (L, I, J, K); label 0 is background."""
-    post = post or PostProcessing()
-    foreground = (1.0 - probabilities[0]) >= post.threshold
+def candidate_lesions(probabilities: npt.NDArray[np.float32], threshold: float) -> Candidates:
+    """Components of ``1 - p(background) >= threshold``, one class each."""
+    foreground = (1.0 - probabilities[0]) >= threshold
     components = cc3d.connected_components(foreground, connectivity=26).astype(np.int32)
     n = int(components.max())
-    if n == 0:
-        empty = np.zeros(0)
-        return Lesions(
-            np.zeros(foreground.shape, np.uint8),
-            components,
-            empty.astype(np.uint8),
-            empty.astype(np.float32),
-        )
     flat = components.ravel()
     inside = flat > 0
     ids = flat[inside]
@@ -65,14 +86,33 @@ def lesions_from_probabilities(
         ]
     )  # (L-1, n+1)
     classes = (np.argmax(sums, axis=0) + 1).astype(np.uint8)
-    keep = sizes >= post.min_size_voxels
+    mean = (sums[classes - 1, np.arange(n + 1)] / np.maximum(sizes, 1)).astype(np.float32)
+    return Candidates(components, classes, sizes, mean)
+
+
+def select_lesions(candidates: Candidates, post: PostProcessing) -> Lesions:
+    """Apply the per-class minimum size and probability; renumber the survivors."""
+    c = candidates
+    index = c.classes.astype(np.int64) - 1
+    keep = (c.sizes >= np.asarray(post.min_size_voxels)[index]) & (
+        c.mean_probability >= np.asarray(post.min_probability)[index]
+    )
     keep[0] = False
-    new_id = np.zeros(n + 1, np.int32)
-    new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    instances = new_id[components]
     kept = np.flatnonzero(keep)
-    lesion_classes = classes[kept]
-    mean_prob = (sums[lesion_classes - 1, kept] / sizes[kept]).astype(np.float32)
-    class_of = np.zeros(n + 1, np.uint8)
-    class_of[keep] = lesion_classes
-    return Lesions(class_of[components], instances, lesion_classes, mean_prob)
+    new_id = np.zeros(len(keep), np.int32)
+    new_id[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    class_of = np.where(keep, c.classes, 0).astype(np.uint8)
+    return Lesions(
+        dseg=class_of[c.components],
+        instances=new_id[c.components],
+        labels=c.classes[kept],
+        probability=c.mean_probability[kept],
+    )
+
+
+def lesions_from_probabilities(
+    probabilities: npt.NDArray[np.float32], post: PostProcessing | None = None
+) -> Lesions:
+    """Lesions from class probabilities (L, I, J, K); label 0 is background."""
+    post = post or PostProcessing()
+    return select_lesions(candidate_lesions(probabilities, post.threshold), post)

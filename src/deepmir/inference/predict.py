@@ -11,6 +11,7 @@ reported and the others go on.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -272,7 +273,7 @@ def predict_dataset(
     if threshold is not None:
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"--threshold must be between 0 and 1, got {threshold}")
-        post = PostProcessing(threshold=threshold, min_size_voxels=post.min_size_voxels)
+        post = dataclasses.replace(post, threshold=threshold)
     log(f"model: {loaded.name}, modalities {'+'.join(loaded.card.modalities)}")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "dataset_description.json", _description(loaded, root))

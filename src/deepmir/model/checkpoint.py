@@ -72,7 +72,7 @@ class ModelCard:
             normalization=Normalization.from_dict(d["normalization"]),
             patch_size=tuple(d["patch_size"]),
             seed=int(d["seed"]),
-            post=PostProcessing(**d.get("post_processing", {})),
+            post=PostProcessing.from_dict(d.get("post_processing", {})),
             training=dict(d.get("training", {})),
             labels={int(k): v for k, v in d["labels"].items()},
             deepmir_version=d.get("deepmir_version", "unknown"),

@@ -1,7 +1,8 @@
 """Small image tiles around a lesion (PNG, base64) for the QC report.
 
-Axial slices in RAS voxel order (neurological: left of the tile is the
-subject's left... right), anterior up; the lesion is outlined in its class colour.
+Axial slices in RAS voxel order, anterior up, the subject's right on the
+right (neurological convention); the lesion is outlined just outside its
+voxels, in its class colour, so that the lesion itself stays visible.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from scipy.ndimage import binary_erosion
+from scipy.ndimage import binary_dilation
 
 #: outline colour per class label
 COLOURS = {1: (255, 40, 40), 2: (255, 160, 0), 3: (60, 140, 255)}
@@ -43,7 +44,7 @@ def tile_png(
     img = np.clip((volume[sl] - display[0]) / (display[1] - display[0]), 0, 1)
     rgb = np.repeat((img * 255).astype(np.uint8)[..., None], 3, axis=-1)
     m = lesion[sl]
-    edge = m & ~binary_erosion(m)
+    edge = binary_dilation(m) & ~m  # outline drawn around the lesion, which stays visible
     rgb[edge] = colour
     # array (i: left->right, j: posterior->anterior) -> picture rows anterior first
     picture = np.ascontiguousarray(np.flipud(rgb.transpose(1, 0, 2)))

@@ -43,13 +43,14 @@ class CVResult:
     fold_subjects: list[list[str]]
     seconds: float
     config: TrainConfig
+    fold_training: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
             "folds": [
-                {"held_out": s, "figures": summary_row(r)}
-                for s, r in zip(self.fold_subjects, self.folds, strict=True)
+                {"held_out": s, "figures": summary_row(r), "training": t}
+                for s, r, t in zip(self.fold_subjects, self.folds, self.fold_training, strict=True)
             ],
             "overall": summary_row(self.overall),
             "seconds": round(self.seconds, 1),
@@ -104,7 +105,7 @@ def cross_validate(
     splits = split_folds(len(raw), folds, config.seed)
     start = time.perf_counter()
     all_matches: dict[str, SubjectMatch] = {}
-    fold_results, fold_subjects = [], []
+    fold_results, fold_subjects, fold_training = [], [], []
     for k, test_idx in enumerate(splits):
         train_idx = [i for i in range(len(raw)) if i not in set(test_idx.tolist())]
         norm = fit([raw[i] for i in train_idx], config.modalities)
@@ -121,8 +122,13 @@ def cross_validate(
         all_matches.update(matches)
         fold_results.append(compute_metrics(matches, seed=config.seed, n_bootstrap=0))
         fold_subjects.append([t.name for t in test])
+        fold_training.append(
+            {k: v for k, v in result.card.training.items() if k != "config"}
+            | {"post_processing": result.card.post.to_dict()}
+        )
     overall = compute_metrics(all_matches, seed=config.seed, n_bootstrap=1000)
-    return CVResult(overall, fold_results, fold_subjects, time.perf_counter() - start, config)
+    seconds = time.perf_counter() - start
+    return CVResult(overall, fold_results, fold_subjects, seconds, config, fold_training)
 
 
 def _select(raw: RawSubject, modalities: tuple[str, ...]) -> RawSubject:

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from deepmir.training.data import TrainingSubject
 
 #: share of patch centres per source: lesion classes 1..3, mimics, anywhere in the brain
-DEFAULT_MIX = {"cmb": 0.3, "iron": 0.15, "calcification": 0.15, "mimic": 0.2, "brain": 0.2}
+DEFAULT_MIX = {"cmb": 0.25, "iron": 0.15, "calcification": 0.25, "mimic": 0.2, "brain": 0.15}
 
 
 def candidate_centres(

@@ -8,6 +8,7 @@ checkpoint is chosen on validation **lesion** F1, computed with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,14 @@ from monai.losses import DiceFocalLoss
 from tqdm import tqdm
 
 from deepmir.evaluation import compute_metrics, match_subject
-from deepmir.inference.lesions import PostProcessing, lesions_from_probabilities
+from deepmir.inference.lesions import (
+    N_LESION_CLASSES,
+    Candidates,
+    PostProcessing,
+    candidate_lesions,
+    lesions_from_probabilities,
+    select_lesions,
+)
 from deepmir.inference.sliding import predict_probabilities
 from deepmir.model.checkpoint import ModelCard, save_model
 from deepmir.model.network import NetworkConfig, build_network
@@ -93,7 +101,11 @@ def _augment(
 
 
 def _match(s: TrainingSubject, prob: np.ndarray, config: TrainConfig, post: PostProcessing) -> Any:
-    pred = lesions_from_probabilities(prob, post).dseg
+    return _match_dseg(s, lesions_from_probabilities(prob, post).dseg, config)
+
+
+def _match_dseg(s: TrainingSubject, pred: np.ndarray, config: TrainConfig) -> Any:
+    """Lesion matching against the reference restricted to the learned classes."""
     target = config.targets(s.dseg)
     instances = np.where(target > 0, s.instances, 0) if s.instances.any() else None
     return match_subject(target, instances, pred, s.affine)
@@ -130,26 +142,54 @@ def validation_f1(
     return mean_f1(match_predictions(net, subjects, config))
 
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-MIN_SIZES = (1, 2, 3, 5, 8)
+THRESHOLDS = (0.3, 0.5, 0.7)
+MIN_SIZES = (1, 2, 3, 5, 8, 12)
+MIN_PROBABILITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def tune_post_processing(
     net: torch.nn.Module, subjects: list[TrainingSubject], config: TrainConfig
 ) -> tuple[PostProcessing, float]:
-    """Threshold and minimum lesion size that maximize validation lesion F1
-    (a grid search on the validation subjects' probabilities, computed once)."""
+    """Foreground threshold, then per class the minimum lesion size and mean
+    probability, that maximize validation lesion F1 (grid search on the
+    validation subjects' probabilities, computed once; one class at a time)."""
     probs = [predict_probabilities(net, s.image, config.patch_size) for s in subjects]
     best, best_f1 = config.post, -1.0
     for threshold in THRESHOLDS:
-        for min_size in MIN_SIZES:
-            post = PostProcessing(threshold, min_size)
-            f1 = mean_f1(
-                {s.name: _match(s, p, config, post) for s, p in zip(subjects, probs, strict=True)}
+        candidates = [candidate_lesions(p, threshold) for p in probs]
+
+        def score(post: PostProcessing, cands: list[Candidates] = candidates) -> float:
+            return mean_f1(
+                {
+                    s.name: _match_dseg(s, select_lesions(c, post).dseg, config)
+                    for s, c in zip(subjects, cands, strict=True)
+                }
             )
-            if f1 > best_f1 + 1e-9:
-                best, best_f1 = post, f1
+
+        post = dataclasses.replace(best, threshold=threshold)
+        f1 = score(post)
+        for c in range(N_LESION_CLASSES):
+            if c + 1 not in config.target_labels:
+                continue
+            for size in MIN_SIZES:
+                for prob in MIN_PROBABILITIES:
+                    trial = dataclasses.replace(
+                        post,
+                        min_size_voxels=_set(post.min_size_voxels, c, size),
+                        min_probability=_set(post.min_probability, c, prob),
+                    )
+                    trial_f1 = score(trial)
+                    if trial_f1 > f1 + 1e-9:
+                        post, f1 = trial, trial_f1
+        if f1 > best_f1 + 1e-9:
+            best, best_f1 = post, f1
     return best, best_f1
+
+
+def _set(values: tuple[Any, ...], index: int, value: Any) -> tuple[Any, ...]:
+    out = list(values)
+    out[index] = value
+    return tuple(out)
 
 
 def train_on_subjects(
