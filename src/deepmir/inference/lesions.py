@@ -32,6 +32,13 @@ class PostProcessing:
     min_size_voxels: tuple[int, ...] = field(default=(2, 2, 2))
     min_probability: tuple[float, ...] = field(default=(0.0, 0.0, 0.0))
 
+    def __post_init__(self) -> None:
+        # one number for every class is accepted too
+        for name in ("min_size_voxels", "min_probability"):
+            value = np.broadcast_to(np.asarray(getattr(self, name)), N_LESION_CLASSES)
+            cast = int if name == "min_size_voxels" else float
+            object.__setattr__(self, name, tuple(cast(x) for x in value))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
@@ -41,12 +48,10 @@ class PostProcessing:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> PostProcessing:
-        size = d.get("min_size_voxels", 2)
-        prob = d.get("min_probability", 0.0)
         return PostProcessing(
             threshold=float(d.get("threshold", 0.5)),
-            min_size_voxels=tuple(int(x) for x in np.broadcast_to(size, N_LESION_CLASSES)),
-            min_probability=tuple(float(x) for x in np.broadcast_to(prob, N_LESION_CLASSES)),
+            min_size_voxels=d.get("min_size_voxels", 2),
+            min_probability=d.get("min_probability", 0.0),
         )
 
 

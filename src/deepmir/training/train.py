@@ -1,7 +1,11 @@
 """``deepmir train``: the DEEPMIR network on an annotated BIDS dataset (CPU).
 
 Patches oversample every lesion class and SWI mimics; the loss is MONAI's
-Dice + focal loss (robust to a class that is 1e-5 of the voxels); the best
+Dice (lesion classes, batch Dice: robust to a class that is 1e-5 of the
+voxels) + cross-entropy over all classes including background, as in nnU-Net.
+(A focal term restricted to the lesion classes, tried first, let the
+background logit run away: calcification probabilities of 1e-9 that no
+gradient could lift.) The best
 checkpoint is chosen on validation **lesion** F1, computed with
 :mod:`deepmir.evaluation` (not voxel Dice).
 """
@@ -17,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.losses import DiceFocalLoss
+from monai.losses import DiceCELoss
 from tqdm import tqdm
 
 from deepmir.evaluation import compute_metrics, match_subject
@@ -207,9 +211,7 @@ def train_on_subjects(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=max(config.iterations, 2), pct_start=0.1
     )
-    loss_fn = DiceFocalLoss(
-        to_onehot_y=True, softmax=True, include_background=False, gamma=2.0, batch=True
-    )
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
     swi = config.modalities.index("swi") if "swi" in config.modalities else None
     candidates = [candidate_centres(s, swi) for s in train]
     targets = [config.targets(s.dseg) for s in train]
