@@ -34,7 +34,7 @@ bench-predict: $(STAMP)
 # The shipped models' recipe: 24 simulated subjects (seed 1000, never the demo's
 # 20211), one model per modality set, fixed iteration count (deterministic).
 TRAIN_DATA ?= build/train-cohort
-TRAIN_ITERATIONS ?= 2000
+TRAIN_ITERATIONS ?= 1200
 MODELS := src/deepmir/models
 
 $(TRAIN_DATA)/dataset_description.json: | $(STAMP)

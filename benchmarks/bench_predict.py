@@ -52,7 +52,7 @@ def main() -> int:
     model = choose_model(args.model, data, refs)
     patch = tuple(model.card.patch_size)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.net(torch.zeros(1, len(model.card.modalities), *patch))
+        model.net(torch.zeros(1, len(model.card.normalization.channels), *patch))
     flops_per_patch = counter.get_total_flops()
     counting = Counting(model.net)
     model.net = counting

@@ -43,7 +43,10 @@ def prepared(simulated_dataset):
 
 def test_qsm_normalization_keeps_sign_and_scale(prepared):
     subjects, norm = prepared
-    qsm = subjects[0].image[TINY.modalities.index("qsm")]
+    assert norm.channels == ("t2w", "swi", "qsm+", "qsm-")
+    plus, minus = subjects[0].image[2], subjects[0].image[3]
+    assert (plus >= 0).all() and (minus >= 0).all() and not (plus * minus).any()
+    qsm = plus - minus
     assert 0.02 < norm.qsm_scale_ppm < 1.0
     assert (qsm < 0).any() and (qsm > 0).any()
     calc = subjects[0].dseg == 3

@@ -119,7 +119,7 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, ModelCard]:
             f"{weights_path}: sha256 {actual[:12]}... does not match {CONFIG} "
             f"({card.weights_sha256[:12]}...); the weights were changed or corrupted"
         )
-    net = build_network(card.network, in_channels=len(card.modalities))
+    net = build_network(card.network, in_channels=len(card.normalization.channels))
     net.load_state_dict(load_file(str(weights_path)))
     net.eval()
     return net, card

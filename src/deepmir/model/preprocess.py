@@ -3,7 +3,12 @@
 * QSM keeps its sign and physical scale: ``chi / qsm_scale_ppm`` with one
   scale for every subject, derived from the training data (the median over
   subjects of the 99.5th percentile of ``|chi|`` in the brain). The sign is
-  what separates a calcification from a CMB, so QSM is never centred.
+  what separates a calcification from a CMB, so QSM is never centred, and it
+  enters the network as two channels, its paramagnetic part ``max(chi, 0)``
+  and its diamagnetic part ``max(-chi, 0)``: with QSM as one signed channel
+  the network learned CMBs and iron but never calcifications (their
+  probability fell to 0 during training, although a voxel rule separates
+  them), with the two parts it learns all three.
 * SWI and T2w are in arbitrary units: each subject is normalized robustly
   inside its brain, ``(x - median) / IQR``.
 """
@@ -28,6 +33,14 @@ class Normalization:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Network input channels: one per modality, QSM split into its two signs."""
+        out: list[str] = []
+        for m in self.modalities:
+            out.extend(("qsm+", "qsm-") if m == "qsm" else (m,))
+        return tuple(out)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Normalization:
@@ -61,12 +74,14 @@ def brain_mask_from(images: dict[str, FloatArray]) -> npt.NDArray[np.bool_]:
 def normalize(
     images: dict[str, FloatArray], mask: npt.NDArray[np.bool_], norm: Normalization
 ) -> FloatArray:
-    """Stack the model's modalities into a (C, I, J, K) float32 array."""
+    """Stack the model's input channels (:attr:`Normalization.channels`) into a
+    (C, I, J, K) float32 array."""
     channels = []
     for modality in norm.modalities:
         x = images[modality].astype(np.float32)
         if modality == "qsm":
-            channels.append(np.where(mask, x / norm.qsm_scale_ppm, 0.0))
+            q = np.where(mask, x / norm.qsm_scale_ppm, 0.0)
+            channels.extend((np.maximum(q, 0.0), np.maximum(-q, 0.0)))
         else:
             inside = x[mask] if mask.any() else x.ravel()
             med = float(np.median(inside))
