@@ -49,8 +49,9 @@ LESION_COLUMNS = [
     "volume_mm3",
     "probability",
     "chi_ppm",
-    "chi_volume_ppm_mm3",
     "region",
+    "name",
+    "chi_volume_ppm_mm3",
 ]
 
 
@@ -171,7 +172,8 @@ def lesion_table(
         rows.append(
             {
                 "lesion_id": k,
-                "label": LABELS[int(lesions.labels[k - 1])],
+                "label": int(lesions.labels[k - 1]),
+                "name": LABELS[int(lesions.labels[k - 1])],
                 "i": round(float(centroid[0]), 2),
                 "j": round(float(centroid[1]), 2),
                 "k": round(float(centroid[2]), 2),

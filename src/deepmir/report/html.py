@@ -50,12 +50,12 @@ def subject_report(prediction: SubjectPrediction, model_name: str) -> str:
     name = str(prediction.ref)
     rows = prediction.table
     counts = [
-        [f"<span class='{n}'>{n}</span>", sum(r["label"] == n for r in rows)]
+        [f"<span class='{n}'>{n}</span>", sum(r["name"] == n for r in rows)]
         for n in LESION_CLASSES.values()
     ]
-    columns = ["lesion_id", "label", "x", "y", "z", "volume_mm3", "probability", "chi_ppm"]
+    columns = ["lesion_id", "name", "x", "y", "z", "volume_mm3", "probability", "chi_ppm"]
     lesion_rows = [
-        [f"<span class='{r['label']}'>{r[c]}</span>" if c == "label" else r[c] for c in columns]
+        [f"<span class='{r['name']}'>{r[c]}</span>" if c == "name" else r[c] for c in columns]
         for r in rows
     ]
     body = [
@@ -90,7 +90,7 @@ def _tiles(prediction: SubjectPrediction) -> str:
     for row in order:
         lesion = instances == row["lesion_id"]
         centre = tuple(int(round(c)) for c in np.argwhere(lesion).mean(axis=0))
-        label = next(k for k, v in LESION_CLASSES.items() if v == row["label"])
+        label = row["label"]
         tiles = "".join(
             f"<img title='{m}' alt='{m}' src='data:image/png;base64,"
             f"{tile_png(images[m], lesion, centre, displays[m], COLOURS[label])}'>"
@@ -98,7 +98,7 @@ def _tiles(prediction: SubjectPrediction) -> str:
             if m in images
         )
         cards.append(
-            f"<div class='card'><b class='{row['label']}'>#{row['lesion_id']} {row['label']}"
+            f"<div class='card'><b class='{row['name']}'>#{row['lesion_id']} {row['name']}"
             f"</b> {row['volume_mm3']} mm³, p {row['probability']}, χ {row['chi_ppm']} ppm"
             f"<br>{tiles}<br>{' / '.join(m for m in ('swi', 'qsm', 't2w') if m in images)}"
             "</div>"
