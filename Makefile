@@ -40,11 +40,19 @@ MODELS := src/deepmir/models
 $(TRAIN_DATA)/dataset_description.json: | $(STAMP)
 	$(BIN)/deepmir simulate --out $(TRAIN_DATA) --n 24 --seed 1000
 
-train-default: $(TRAIN_DATA)/dataset_description.json
+# post-processing is then chosen on 6 further subjects (seed 1001), never trained on
+TUNE_DATA ?= build/tune-cohort
+
+$(TUNE_DATA)/dataset_description.json: | $(STAMP)
+	$(BIN)/deepmir simulate --out $(TUNE_DATA) --n 6 --seed 1001
+
+train-default: $(TRAIN_DATA)/dataset_description.json $(TUNE_DATA)/dataset_description.json
 	$(BIN)/deepmir train --data $(TRAIN_DATA) --out $(MODELS)/t2w-swi-qsm --modalities t2w,swi,qsm \
 		--iterations $(TRAIN_ITERATIONS) --val-fraction 0.1 --val-every 500 --seed 0
 	$(BIN)/deepmir train --data $(TRAIN_DATA) --out $(MODELS)/swi-qsm --modalities swi,qsm \
 		--iterations $(TRAIN_ITERATIONS) --val-fraction 0.1 --val-every 500 --seed 0
+	$(BIN)/deepmir tune --model $(MODELS)/t2w-swi-qsm --data $(TUNE_DATA)
+	$(BIN)/deepmir tune --model $(MODELS)/swi-qsm --data $(TUNE_DATA)
 
 cv: $(TRAIN_DATA)/dataset_description.json
 	$(BIN)/deepmir cv --data $(TRAIN_DATA) --folds 4 --out build/cv --iterations $(TRAIN_ITERATIONS)

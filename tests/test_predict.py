@@ -234,3 +234,17 @@ def test_threshold_changes_the_lesions(simulated_dataset, tiny_model, tmp_path):
     a = np.asarray(nib.load(output_paths(tmp_path / "a", SubjectRef("01"))["dseg"]).dataobj)
     b = np.asarray(nib.load(output_paths(tmp_path / "b", SubjectRef("01"))["dseg"]).dataobj)
     assert (a > 0).sum() > (b > 0).sum()
+
+
+def test_tune_rewrites_the_post_processing_not_the_weights(simulated_dataset, tiny_model, tmp_path):
+    import json
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    before = json.loads((model / "config.json").read_text())
+    assert main(["tune", "--model", str(model), "--data", str(simulated_dataset)]) == 0
+    after = json.loads((model / "config.json").read_text())
+    assert after["weights_sha256"] == before["weights_sha256"]
+    assert after["training"]["post_processing_tuned_on"]["subjects"] == ["sub-01", "sub-02"]
+    assert set(after["post_processing"]) == {"threshold", "min_size_voxels", "min_probability"}
+    assert main(["tune", "--model", str(tmp_path / "none"), "--data", str(simulated_dataset)]) == 2

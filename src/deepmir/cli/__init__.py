@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "train": "train",
     "predict": "predict",
+    "tune": "tune",
     "cv": "cv",
     "ablate": "ablate",
     "demo": "demo",

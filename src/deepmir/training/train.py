@@ -310,3 +310,28 @@ def train_model(
     result.card.training["data"] = str(Path(data).resolve())
     save_model(out, result.net, result.card)
     return result
+
+
+def retune_model(model_dir: str | Path, data: str | Path) -> tuple[PostProcessing, float]:
+    """Re-choose a saved model's post-processing on another annotated dataset
+    (subjects it was never trained on) and rewrite its config.json; the
+    weights, and so their sha256, are unchanged."""
+    from deepmir.model.checkpoint import load_model
+
+    net, card = load_model(model_dir)
+    raw = read_annotated(data, card.modalities)
+    subjects = [prepare(r, card.normalization) for r in raw]
+    config = TrainConfig(
+        modalities=card.modalities,
+        patch_size=card.patch_size,
+        post=card.post,  # type: ignore[arg-type]
+    )
+    post, f1 = tune_post_processing(net, subjects, config)
+    card.post = post
+    card.training["post_processing_tuned_on"] = {
+        "data": str(Path(data).resolve()),
+        "subjects": [s.name for s in subjects],
+        "lesion_f1": f1,
+    }
+    save_model(model_dir, net, card)
+    return post, f1
