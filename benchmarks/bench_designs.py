@@ -74,7 +74,9 @@ def main() -> int:
         rows[name] = {
             "channels": list(config.network.channels),
             "parameters_M": round(sum(q.numel() for q in result.net.parameters()) / 1e6, 2),
-            "gflops_per_patch": round(patch_gflops(config.network, len(norm.channels), config.patch_size[0]), 1),
+            "gflops_per_patch": round(
+                patch_gflops(config.network, len(norm.channels), config.patch_size[0]), 1
+            ),
             "iterations": len(result.losses),
             "train_s": round(train_s, 1),
             "predict_s_per_subject": round(infer_s, 1),

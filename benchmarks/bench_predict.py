@@ -29,10 +29,14 @@ class Counting(torch.nn.Module):
         super().__init__()
         self.net = net
         self.patches = 0
+        self.seconds = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.patches += x.shape[0]
-        return self.net(x)
+        t0 = time.perf_counter()
+        out = self.net(x)
+        self.seconds += time.perf_counter() - t0
+        return out
 
 
 def main() -> int:
@@ -57,11 +61,10 @@ def main() -> int:
     counting = Counting(model.net)
     model.net = counting
     print(f"model {model.name}; torch threads {torch.get_num_threads()}")
-    print(
-        f"{'subject':10} {'total s':>8} {'network s':>9} {'patches':>7} {'GFLOP':>7} {'GFLOP/s':>7}"
-    )
+    columns = ("total s", "predict s", "network s", "patches", "GFLOP", "GFLOP/s")
+    print(f"{'subject':10} " + " ".join(f"{c:>9}" for c in columns))
     for ref in refs:
-        counting.patches = 0
+        counting.patches, counting.seconds = 0, 0.0
         t0 = time.perf_counter()
         prediction = predict_subject(data, ref, model, model.card.post)
         t1 = time.perf_counter()
@@ -70,12 +73,12 @@ def main() -> int:
         total = time.perf_counter() - t0
         gflop = counting.patches * flops_per_patch / 1e9
         print(
-            f"{ref.prefix:10} {total:9.1f} {t1 - t0:9.1f} {counting.patches:9d} "
-            f"{gflop:9.0f} {gflop / (t1 - t0):9.1f}"
+            f"{ref.prefix:10} {total:9.1f} {t1 - t0:9.1f} {counting.seconds:9.1f} "
+            f"{counting.patches:9d} {gflop:9.0f} {gflop / counting.seconds:9.1f}"
         )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {peak_mb:.0f} MB; predict s: load, reorient, network, lesions; total s")
-    print("adds the QC report and writing the outputs; GFLOP/s over predict s")
+    print(f"peak RSS {peak_mb:.0f} MB. predict s: load, reorient, crop, network, lesions;")
+    print("total s adds the QC report and the outputs; GFLOP/s: network FLOPs / network s")
     print("reproduce: " + " ".join(["python", *sys.argv]))
     return 0
 
