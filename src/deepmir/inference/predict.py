@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -88,8 +88,6 @@ class SubjectPrediction:
     lesions: Lesions  # input grid
     table: list[dict[str, Any]]
     subject: Subject
-    qsm: npt.NDArray[np.float32] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def predict_subject(
@@ -107,8 +105,8 @@ def predict_subject(
     except ModelError as exc:
         missing = [m for m in card.modalities if m not in available]
         raise SubjectDataError(ref.modality_path(root, missing[0]), str(exc)) from exc
-    wanted = tuple(m for m in ("t2w", "swi", "qsm") if m in card.modalities or m == "qsm")
-    wanted = tuple(m for m in wanted if m in available)
+    # the model's modalities, plus QSM when present for the lesion table's chi
+    wanted = tuple(m for m in available if m in card.modalities or m == "qsm")
     subject = load_subject(root, ref, wanted)
     shape = subject.shape
     orient = Reorientation.of(subject.affine, shape)
@@ -132,17 +130,14 @@ def predict_subject(
         labels=lesions.labels,
         probability=lesions.probability,
     )
-    qsm = subject.images.get("qsm")
-    prediction = SubjectPrediction(
+    return SubjectPrediction(
         ref=ref,
         dseg=back.dseg,
         probabilities=orient.backward(probabilities),
         lesions=back,
-        table=lesion_table(back, subject.affine, qsm),
+        table=lesion_table(back, subject.affine, subject.images.get("qsm")),
         subject=subject,
-        qsm=qsm,
     )
-    return prediction
 
 
 def lesion_table(
