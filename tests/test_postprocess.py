@@ -1,4 +1,5 @@
-"""Post-processing: one class per lesion, per-class minimum size and probability."""
+"""Post-processing: one class per lesion, per-class minimum size and probability,
+per-class maximum elongation (the vein filter)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import numpy as np
 
-from deepmir.inference.lesions import PostProcessing, lesions_from_probabilities
+from deepmir.inference.lesions import PostProcessing, elongation, lesions_from_probabilities
 from deepmir.model.checkpoint import ModelCard
 from deepmir.model.network import TinyNetworkConfig
 from deepmir.model.preprocess import Normalization
@@ -48,10 +49,49 @@ def test_per_class_minimum_size_and_probability():
     assert not lesions_from_probabilities(p, PostProcessing(threshold=0.97)).labels.size
 
 
+def test_elongation_of_balls_and_tubes():
+    ids = np.zeros((40, 40, 40), np.int32)
+    i, j, k = np.ogrid[:40, :40, :40]
+    ids[(i - 10) ** 2 + (j - 10) ** 2 + (k - 10) ** 2 <= 16] = 1  # ball, radius 4
+    ids[25, 25, 25] = 2  # one voxel
+    ids[30:32, 5, 5] = 3  # two voxels in a row
+    ids[5:35, 30:32, 30:32] = 4  # tube 30 x 2 x 2 voxels
+    e = elongation(ids, 4)
+    assert abs(e[1] - 1.0) < 0.05 and abs(e[2] - 1.0) < 1e-6
+    assert abs(e[3] - 2.0) < 1e-6
+    assert 12 < e[4] < 18  # length / width = 15
+    # in mm: on 2 mm x 0.5 mm x 0.5 mm voxels the tube is 60 mm long, 1 mm wide
+    assert np.isclose(elongation(ids, 4, (2.0, 0.5, 0.5))[4], 4 * e[4])  # 60 mm / 1 mm
+    # an oblique tube (a vein crossing slices) is as elongated as an axis-aligned one
+    oblique = np.zeros((40, 40, 40), np.int32)
+    for t in range(25):
+        oblique[5 + t, 5 + t, 10:12] = 1
+        oblique[5 + t, 6 + t, 10:12] = 1
+    assert elongation(oblique, 1)[1] > 8
+
+
+def test_maximum_elongation_drops_vein_like_lesions():
+    p = _probabilities((40, 40, 40))
+    _put(p, (slice(4, 8), slice(4, 8), slice(4, 8)), 2, 0.8)  # iron blob
+    _put(p, (slice(10, 30), slice(20, 22), slice(20, 22)), 2, 0.8)  # iron along a vein
+    _put(p, (slice(10, 30), slice(30, 32), slice(30, 32)), 1, 0.8)  # CMB along a vein
+    assert sorted(lesions_from_probabilities(p).labels) == [1, 2, 2]
+    kept = lesions_from_probabilities(p, PostProcessing(max_elongation=(np.inf, 3.0, np.inf)))
+    assert sorted(kept.labels) == [1, 2]
+    assert (kept.dseg == 2).sum() == 64
+    assert lesions_from_probabilities(p, PostProcessing(max_elongation=3.0)).labels.tolist() == [2]
+
+
 def test_post_processing_survives_the_model_config():
-    post = PostProcessing(threshold=0.7, min_size_voxels=(3, 8, 2), min_probability=(0, 0.6, 0))
+    post = PostProcessing(
+        threshold=0.7,
+        min_size_voxels=(3, 8, 2),
+        min_probability=(0, 0.6, 0),
+        max_elongation=(np.inf, 2.5, 3.0),
+    )
     card = ModelCard(TinyNetworkConfig(), Normalization(("swi", "qsm")), (32, 32, 32), 0, post)
     assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))).post == post
     # an older config with one integer minimum size still loads
     old = PostProcessing.from_dict({"threshold": 0.5, "min_size_voxels": 2})
     assert old.min_size_voxels == (2, 2, 2)
+    assert old.max_elongation == (np.inf, np.inf, np.inf)

@@ -231,6 +231,8 @@ def test_threshold_changes_the_lesions(simulated_dataset, tiny_model, tmp_path):
         return sum(sum(c.values()) for c in o.counts.values())
 
     assert total(low) >= total(high)
+    assert not list((tmp_path / "a").rglob("*report.html")), "report=False writes no report"
+    assert not (tmp_path / "a" / "index.html").exists()
     a = np.asarray(nib.load(output_paths(tmp_path / "a", SubjectRef("01"))["dseg"]).dataobj)
     b = np.asarray(nib.load(output_paths(tmp_path / "b", SubjectRef("01"))["dseg"]).dataobj)
     assert (a > 0).sum() > (b > 0).sum()

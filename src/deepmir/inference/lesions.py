@@ -4,11 +4,19 @@ A candidate lesion is a 26-connected component of voxels whose lesion
 probability (1 - p(background)) reaches ``threshold``; it takes the class
 with the largest summed probability inside it (so a lesion never comes out
 half CMB, half calcification); candidates smaller than their class's minimum
-size, or whose mean class probability is below their class's minimum, are
-dropped. The per-class minima are chosen on validation subjects after
-training (:func:`deepmir.training.train.tune_post_processing`) and stored
-with the model. Components come from cc3d; the rest is a few lines of numpy
-written here because no library assigns one class per component.
+size, or whose mean class probability is below their class's minimum, or
+which are more elongated than their class's maximum, are dropped.
+
+Elongation is the classic vein filter of microbleed detectors (veins are
+tubes, CMBs and iron deposits blobs): sqrt(l1 / l2) of the component's second
+moments in mm, l1 >= l2 >= l3, each voxel counted as a uniform box (its own
+variance, spacing^2 / 12 per axis, is added), so 1 for a ball or a single
+voxel, 2 for two voxels in a row, about the length-to-width ratio for a tube.
+
+The per-class limits are chosen on validation subjects after training
+(:func:`deepmir.training.train.tune_post_processing`) and stored with the
+model. Components come from cc3d; the rest is a few lines of numpy written
+here because no library assigns one class per component.
 """
 
 from __future__ import annotations
@@ -31,10 +39,12 @@ class PostProcessing:
     #: per lesion class (cmb, iron, calcification)
     min_size_voxels: tuple[int, ...] = field(default=(2, 2, 2))
     min_probability: tuple[float, ...] = field(default=(0.0, 0.0, 0.0))
+    #: per lesion class; inf keeps every shape
+    max_elongation: tuple[float, ...] = field(default=(np.inf, np.inf, np.inf))
 
     def __post_init__(self) -> None:
         # one number for every class is accepted too
-        for name in ("min_size_voxels", "min_probability"):
+        for name in ("min_size_voxels", "min_probability", "max_elongation"):
             value = np.broadcast_to(np.asarray(getattr(self, name)), N_LESION_CLASSES)
             cast = int if name == "min_size_voxels" else float
             object.__setattr__(self, name, tuple(cast(x) for x in value))
@@ -44,14 +54,20 @@ class PostProcessing:
             "threshold": self.threshold,
             "min_size_voxels": list(self.min_size_voxels),
             "min_probability": list(self.min_probability),
+            # JSON has no infinity: null means no limit
+            "max_elongation": [None if np.isinf(x) else x for x in self.max_elongation],
         }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> PostProcessing:
+        elongation = d.get("max_elongation")
+        if isinstance(elongation, list):
+            elongation = [np.inf if x is None else x for x in elongation]
         return PostProcessing(
             threshold=float(d.get("threshold", 0.5)),
             min_size_voxels=d.get("min_size_voxels", 2),
             min_probability=d.get("min_probability", 0.0),
+            max_elongation=np.inf if elongation is None else elongation,
         )
 
 
@@ -63,6 +79,7 @@ class Candidates:
     classes: npt.NDArray[np.uint8]  # class of component k at index k (index 0 unused)
     sizes: npt.NDArray[np.int64]
     mean_probability: npt.NDArray[np.float32]
+    elongation: npt.NDArray[np.float64]
 
 
 @dataclass
@@ -75,7 +92,32 @@ class Lesions:
     probability: npt.NDArray[np.float32]  # mean class probability of each lesion
 
 
-def candidate_lesions(probabilities: npt.NDArray[np.float32], threshold: float) -> Candidates:
+def elongation(
+    components: npt.NDArray[np.int32],
+    n: int,
+    spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
+) -> npt.NDArray[np.float64]:
+    """sqrt(l1 / l2) of each component's second moments in mm (index 0 unused)."""
+    coords = np.nonzero(components)
+    ids = components[coords]
+    sizes = np.maximum(np.bincount(ids, minlength=n + 1), 1)
+    mm = [c * float(h) for c, h in zip(coords, spacing, strict=True)]
+    means = [np.bincount(ids, weights=x, minlength=n + 1) / sizes for x in mm]
+    cov = np.zeros((n + 1, 3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            centred = (mm[a] - means[a][ids]) * (mm[b] - means[b][ids])
+            cov[:, a, b] = cov[:, b, a] = np.bincount(ids, weights=centred, minlength=n + 1) / sizes
+    cov += np.diag(np.square(np.asarray(spacing, float)) / 12.0)
+    eig = np.linalg.eigvalsh(cov)  # ascending
+    return np.asarray(np.sqrt(eig[:, 2] / eig[:, 1]), np.float64)
+
+
+def candidate_lesions(
+    probabilities: npt.NDArray[np.float32],
+    threshold: float,
+    spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
+) -> Candidates:
     """Components of ``1 - p(background) >= threshold``, one class each."""
     foreground = (1.0 - probabilities[0]) >= threshold
     components = cc3d.connected_components(foreground, connectivity=26).astype(np.int32)
@@ -92,15 +134,18 @@ def candidate_lesions(probabilities: npt.NDArray[np.float32], threshold: float) 
     )  # (L-1, n+1)
     classes = (np.argmax(sums, axis=0) + 1).astype(np.uint8)
     mean = (sums[classes - 1, np.arange(n + 1)] / np.maximum(sizes, 1)).astype(np.float32)
-    return Candidates(components, classes, sizes, mean)
+    return Candidates(components, classes, sizes, mean, elongation(components, n, spacing))
 
 
 def select_lesions(candidates: Candidates, post: PostProcessing) -> Lesions:
-    """Apply the per-class minimum size and probability; renumber the survivors."""
+    """Apply the per-class minimum size and probability and maximum elongation;
+    renumber the survivors."""
     c = candidates
     index = c.classes.astype(np.int64) - 1
-    keep = (c.sizes >= np.asarray(post.min_size_voxels)[index]) & (
-        c.mean_probability >= np.asarray(post.min_probability)[index]
+    keep = (
+        (c.sizes >= np.asarray(post.min_size_voxels)[index])
+        & (c.mean_probability >= np.asarray(post.min_probability)[index])
+        & (c.elongation <= np.asarray(post.max_elongation)[index] + 1e-9)
     )
     keep[0] = False
     kept = np.flatnonzero(keep)
@@ -116,8 +161,11 @@ def select_lesions(candidates: Candidates, post: PostProcessing) -> Lesions:
 
 
 def lesions_from_probabilities(
-    probabilities: npt.NDArray[np.float32], post: PostProcessing | None = None
+    probabilities: npt.NDArray[np.float32],
+    post: PostProcessing | None = None,
+    spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
 ) -> Lesions:
-    """Lesions from class probabilities (L, I, J, K); label 0 is background."""
+    """Lesions from class probabilities (L, I, J, K); label 0 is background;
+    ``spacing``: voxel size in mm along I, J, K (for the elongation)."""
     post = post or PostProcessing()
-    return select_lesions(candidate_lesions(probabilities, post.threshold), post)
+    return select_lesions(candidate_lesions(probabilities, post.threshold, spacing), post)

@@ -123,7 +123,8 @@ def predict_subject(
     probabilities = np.zeros((len(LABELS), *mask.shape), np.float32)
     probabilities[0] = 1.0
     probabilities[(slice(None), *box)] = prob_crop
-    lesions = lesions_from_probabilities(probabilities, post)
+    spacing = tuple(float(h) for h in nib.affines.voxel_sizes(orient.ras_affine))
+    lesions = lesions_from_probabilities(probabilities, post, spacing)
     back = Lesions(
         dseg=orient.backward(lesions.dseg),
         instances=orient.backward(lesions.instances),
@@ -208,13 +209,16 @@ def output_paths(out: Path, ref: SubjectRef) -> dict[str, Path]:
 def write_subject(
     out: Path,
     prediction: SubjectPrediction,
-    report_html: str,
+    report_html: str | None,
     save_probabilities: bool,
 ) -> list[Path]:
-    """Every file of the subject staged under temporary names, then renamed together."""
+    """Every file of the subject staged under temporary names, then renamed together.
+
+    ``report_html=None`` (``--no-report``) writes no report file.
+    """
     paths = output_paths(out, prediction.ref)
     affine = prediction.subject.affine
-    names = ["dseg", "lesions", "report"]
+    names = ["dseg", "lesions"] + (["report"] if report_html is not None else [])
     if save_probabilities:
         names += [f"prob-{label}" for label in LESION_CLASSES]
     with atomic_group() as stage:
@@ -224,7 +228,8 @@ def write_subject(
                 image = nifti_image(prediction.probabilities[label], affine, np.float32)
                 nib.save(image, stage(paths[f"prob-{label}"]))
         stage(paths["lesions"]).write_text(lesions_tsv(prediction.table))
-        stage(paths["report"]).write_text(report_html)
+        if report_html is not None:
+            stage(paths["report"]).write_text(report_html)
     return [paths[n] for n in names]
 
 
@@ -281,7 +286,7 @@ def predict_dataset(
     for ref in tqdm(refs, desc="predict", unit="subject", disable=not progress):
         try:
             prediction = predict_subject(root, ref, loaded, post)
-            html = subject_report(prediction, loaded.name) if report else ""
+            html = subject_report(prediction, loaded.name) if report else None
             written[str(ref)] = write_subject(out, prediction, html, save_probabilities)
             counts[str(ref)] = {
                 name: int((prediction.lesions.labels == label).sum())

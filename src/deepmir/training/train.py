@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 from monai.losses import DiceLoss
@@ -109,7 +110,11 @@ def _augment(
 
 
 def _match(s: TrainingSubject, prob: np.ndarray, config: TrainConfig, post: PostProcessing) -> Any:
-    return _match_dseg(s, lesions_from_probabilities(prob, post).dseg, config)
+    return _match_dseg(s, lesions_from_probabilities(prob, post, _spacing(s)).dseg, config)
+
+
+def _spacing(s: TrainingSubject) -> tuple[float, ...]:
+    return tuple(float(h) for h in nib.affines.voxel_sizes(s.affine))
 
 
 def _match_dseg(s: TrainingSubject, pred: np.ndarray, config: TrainConfig) -> Any:
@@ -153,18 +158,21 @@ def validation_f1(
 THRESHOLDS = (0.3, 0.5, 0.7)
 MIN_SIZES = (1, 3, 6, 10)
 MIN_PROBABILITIES = (0.0, 0.6, 0.8)
+MAX_ELONGATIONS = (np.inf, 3.0, 2.5, 2.0)
 
 
 def tune_post_processing(
     net: torch.nn.Module, subjects: list[TrainingSubject], config: TrainConfig
 ) -> tuple[PostProcessing, float]:
     """Foreground threshold, then per class the minimum lesion size and mean
-    probability, that maximize validation lesion F1 (grid search on the
-    validation subjects' probabilities, computed once; one class at a time)."""
+    probability, then per class the maximum elongation, that maximize
+    validation lesion F1 (grid search on the validation subjects'
+    probabilities, computed once; one class at a time)."""
     probs = [predict_probabilities(net, s.image, config.patch_size) for s in subjects]
     best, best_f1 = config.post, -1.0
     for threshold in THRESHOLDS:
-        candidates = [candidate_lesions(p, threshold) for p in probs]
+        pairs = zip(probs, subjects, strict=True)
+        candidates = [candidate_lesions(p, threshold, _spacing(s)) for p, s in pairs]
 
         def score(post: PostProcessing, cands: list[Candidates] = candidates) -> float:
             return mean_f1(
@@ -189,6 +197,15 @@ def tune_post_processing(
                     trial_f1 = score(trial)
                     if trial_f1 > f1 + 1e-9:
                         post, f1 = trial, trial_f1
+        for c in range(N_LESION_CLASSES):
+            if c + 1 not in config.target_labels:
+                continue
+            for limit in MAX_ELONGATIONS:
+                limits = _set(post.max_elongation, c, limit)
+                trial = dataclasses.replace(post, max_elongation=limits)
+                trial_f1 = score(trial)
+                if trial_f1 > f1 + 1e-9:
+                    post, f1 = trial, trial_f1
         if f1 > best_f1 + 1e-9:
             best, best_f1 = post, f1
     return best, best_f1
