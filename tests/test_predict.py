@@ -248,5 +248,6 @@ def test_tune_rewrites_the_post_processing_not_the_weights(simulated_dataset, ti
     after = json.loads((model / "config.json").read_text())
     assert after["weights_sha256"] == before["weights_sha256"]
     assert after["training"]["post_processing_tuned_on"]["subjects"] == ["sub-01", "sub-02"]
-    assert set(after["post_processing"]) == {"threshold", "min_size_voxels", "min_probability"}
+    keys = {"threshold", "min_size_voxels", "min_probability", "max_elongation"}
+    assert set(after["post_processing"]) == keys
     assert main(["tune", "--model", str(tmp_path / "none"), "--data", str(simulated_dataset)]) == 2

@@ -60,14 +60,15 @@ class PostProcessing:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> PostProcessing:
-        elongation = d.get("max_elongation")
-        if isinstance(elongation, list):
-            elongation = [np.inf if x is None else x for x in elongation]
+        # None (JSON null) means no limit; one number applies to every class
+        limits = d.get("max_elongation")
+        if not isinstance(limits, list):
+            limits = [limits] * N_LESION_CLASSES
         return PostProcessing(
             threshold=float(d.get("threshold", 0.5)),
             min_size_voxels=d.get("min_size_voxels", 2),
             min_probability=d.get("min_probability", 0.0),
-            max_elongation=np.inf if elongation is None else elongation,
+            max_elongation=tuple(np.inf if x is None else float(x) for x in limits),
         )
 
 

@@ -6,11 +6,14 @@ Uses nibabel's orientation utilities; no resampling, so writing back is exact.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+ScalarT = TypeVar("ScalarT", bound=np.generic)
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,13 @@ class Reorientation:
         ras_affine = affine @ nib.orientations.inv_ornt_aff(to_ras, shape[-3:])
         return Reorientation(to_ras, ornt_transform(ras, ornt), ras_affine)
 
-    def forward(self, volume: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def forward(self, volume: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
         """A 3D volume or a (C, I, J, K) stack, in RAS voxel order."""
         if volume.ndim == 4:
             return np.stack([self.forward(v) for v in volume])
         return np.ascontiguousarray(apply_orientation(volume, self.to_ras))
 
-    def backward(self, volume: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def backward(self, volume: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
         """Back onto the file's own voxel grid."""
         if volume.ndim == 4:
             return np.stack([self.backward(v) for v in volume])

@@ -146,7 +146,7 @@ def lesion_table(
 ) -> list[dict[str, Any]]:
     """One row per lesion, the contract's columns (centroids on the input grid)."""
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    rows = []
+    rows: list[dict[str, Any]] = []
     n = len(lesions.labels)
     if n == 0:
         return rows

@@ -12,7 +12,7 @@ import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -50,14 +50,14 @@ class Subject:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return next(iter(self.images.values())).shape  # type: ignore[return-value]
+        return next(iter(self.images.values())).shape
 
 
 def _read(path: Path) -> tuple[Any, npt.NDArray[Any]]:
     if not path.exists():
         raise SubjectDataError(path, "file is missing")
     try:
-        img = nib.load(str(path))
+        img = cast(nib.Nifti1Image, nib.load(str(path)))
         data = np.asanyarray(img.dataobj)
     except (gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
         raise SubjectDataError(path, f"cannot be read (corrupt or truncated file: {exc})") from exc

@@ -38,7 +38,7 @@ class ModelCard:
 
     network: NetworkConfig
     normalization: Normalization
-    patch_size: tuple[int, ...]
+    patch_size: tuple[int, int, int]
     seed: int
     post: PostProcessing = field(default_factory=PostProcessing)
     training: dict[str, Any] = field(default_factory=dict)
@@ -70,7 +70,7 @@ class ModelCard:
         return ModelCard(
             network=NetworkConfig.from_dict(d["network"]),
             normalization=Normalization.from_dict(d["normalization"]),
-            patch_size=tuple(d["patch_size"]),
+            patch_size=_patch_size(d["patch_size"]),
             seed=int(d["seed"]),
             post=PostProcessing.from_dict(d.get("post_processing", {})),
             training=dict(d.get("training", {})),
@@ -131,3 +131,8 @@ def check_modalities(card: ModelCard, available: dict[str, Path]) -> None:
     if missing:
         names = ", ".join(f"{m} (*_{MODALITY_SUFFIX[m]}.nii.gz)" for m in missing)
         raise ModelError(f"the model needs {', '.join(card.modalities)}; missing: {names}")
+
+
+def _patch_size(values: list[int]) -> tuple[int, int, int]:
+    i, j, k = (int(v) for v in values)
+    return (i, j, k)

@@ -76,7 +76,7 @@ def normalize(
 ) -> FloatArray:
     """Stack the model's input channels (:attr:`Normalization.channels`) into a
     (C, I, J, K) float32 array."""
-    channels = []
+    channels: list[FloatArray] = []
     for modality in norm.modalities:
         x = images[modality].astype(np.float32)
         if modality == "qsm":

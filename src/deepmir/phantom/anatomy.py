@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -180,7 +180,7 @@ def load_template() -> Template:
     csf = np.clip(brain - gm - wm, 0.0, 1.0)
 
     # AAL3 lives on its own 181x217x181 grid: resample by nearest neighbour.
-    aal_img = nib.load(str(_aal3_path()))
+    aal_img = cast(nib.Nifti1Image, nib.load(str(_aal3_path())))
     aal = np.asarray(aal_img.dataobj).astype(np.int16)
     x, y, z = _mni_coordinates(crop_affine)
     inv = np.linalg.inv(aal_img.affine)

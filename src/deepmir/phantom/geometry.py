@@ -8,12 +8,14 @@ subject grid as floats; sizes are millimetres.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
 Box = tuple[slice, slice, slice]
+ScalarT = TypeVar("ScalarT", bound=np.generic)
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,13 @@ def fine_inside(
     return inside
 
 
-def block_mean(fine: npt.NDArray[np.generic], s: int) -> npt.NDArray[np.generic]:
+def block_mean(fine: npt.NDArray[ScalarT], s: int) -> npt.NDArray[ScalarT]:
     """Average a fine grid down by ``s`` along each axis (complex-safe)."""
     a, b, c = (n // s for n in fine.shape)
     return fine.reshape(a, s, b, s, c, s).mean(axis=(1, 3, 5))  # type: ignore[no-any-return]
 
 
-def upsample_nearest(coarse: npt.NDArray[np.generic], s: int) -> npt.NDArray[np.generic]:
+def upsample_nearest(coarse: npt.NDArray[ScalarT], s: int) -> npt.NDArray[ScalarT]:
     """Repeat each voxel ``s`` times along each axis."""
     out = coarse
     for axis in range(3):

@@ -245,7 +245,7 @@ def _mirror_candidates(
     mv = (np.linalg.inv(anatomy.grid.affine) @ world)[:3]
     idx = np.indices(region_mask.shape, sparse=True)
     near = sum(((idx[a] - mv[a]) * anatomy.grid.voxel_size) ** 2 for a in range(3)) <= 6.0**2
-    return region_mask & near  # type: ignore[no-any-return]
+    return region_mask & near
 
 
 def draw_subject_params(
@@ -352,16 +352,16 @@ def draw_subject_params(
 
     # --- calcifications: pallidum (often bilateral), choroid plexus, pineal ---
     for _ in range(_count(rng, p_none=0.3, mean=2.0, max_n=5)):
-        site = str(rng.choice(["pallidum", "choroid_plexus", "pineal"], p=[0.5, 0.35, 0.15]))
+        place = str(rng.choice(["pallidum", "choroid_plexus", "pineal"], p=[0.5, 0.35, 0.15]))
         code = {
             "pallidum": anat.PALLIDUM,
             "choroid_plexus": anat.CHOROID_PLEXUS,
             "pineal": anat.PINEAL,
-        }[site]
+        }[place]
         # Pallidal calcifications sit in the most paramagnetic nucleus (0.13 ppm):
         # only dense ones (CT-visible, >= 2.5 mm, <= -0.25 ppm) stay negative on
         # QSM there (design choice inside the physics.md range).
-        in_pallidum = site == "pallidum"
+        in_pallidum = place == "pallidum"
         diameter = float(rng.uniform(2.5 if in_pallidum else 1.5, 6.0))
         chi_calc = float(rng.uniform(-0.6, -0.25 if in_pallidum else -0.1))
         v = placer.pick(region == code, diameter / 2, gap_mm=2.0)
@@ -371,7 +371,7 @@ def draw_subject_params(
         add(
             CALCIFICATION,
             region="deep",
-            host=site,
+            host=place,
             ellipsoids=(Ellipsoid(tuple(float(c) for c in v), axes, _random_angles(rng)),),  # type: ignore[arg-type]
             delta_chi_ppm=chi_calc,
             r2star_per_s=float(rng.uniform(80, 200)),

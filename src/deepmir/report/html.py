@@ -89,7 +89,8 @@ def _tiles(prediction: SubjectPrediction) -> str:
     cards = []
     for row in order:
         lesion = instances == row["lesion_id"]
-        centre = tuple(int(round(c)) for c in np.argwhere(lesion).mean(axis=0))
+        i, j, k = (int(round(c)) for c in np.argwhere(lesion).mean(axis=0))
+        centre = (i, j, k)
         label = row["label"]
         tiles = "".join(
             f"<img title='{m}' alt='{m}' src='data:image/png;base64,"

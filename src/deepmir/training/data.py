@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -55,10 +56,10 @@ def read_annotated(data: str | Path, modalities: tuple[str, ...]) -> list[RawSub
         dseg_path = anat / f"{ref.prefix}_dseg.nii.gz"
         if not dseg_path.exists():
             raise SubjectDataError(dseg_path, "reference labels are missing")
-        dseg = np.asarray(nib.load(dseg_path).dataobj).astype(np.uint8)
+        dseg = np.asarray(cast(nib.Nifti1Image, nib.load(dseg_path)).dataobj).astype(np.uint8)
         inst_path = anat / f"{ref.prefix}_desc-instances_dseg.nii.gz"
         instances = (
-            np.asarray(nib.load(inst_path).dataobj).astype(np.int16)
+            np.asarray(cast(nib.Nifti1Image, nib.load(inst_path)).dataobj).astype(np.int16)
             if inst_path.exists()
             else np.zeros_like(dseg, np.int16)
         )

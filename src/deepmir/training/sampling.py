@@ -8,6 +8,8 @@ for a single-class model), and random brain voxels.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -70,5 +72,7 @@ def extract_patch(
         lo, hi = max(0, s), min(n, s + length)
         src.append(slice(lo, max(lo, hi)))
         dst.append(slice(lo - s, lo - s + max(0, hi - lo)))
-    out[(..., *dst)] = volume[(..., *src)]
+    to: tuple[Any, ...] = (Ellipsis, *dst)
+    source: tuple[Any, ...] = (Ellipsis, *src)
+    out[to] = volume[source]
     return out

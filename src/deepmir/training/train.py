@@ -341,7 +341,7 @@ def retune_model(model_dir: str | Path, data: str | Path) -> tuple[PostProcessin
     config = TrainConfig(
         modalities=card.modalities,
         patch_size=card.patch_size,
-        post=card.post,  # type: ignore[arg-type]
+        post=card.post,
     )
     post, f1 = tune_post_processing(net, subjects, config)
     card.post = post
