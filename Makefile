@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-simulate bench-predict bench-designs train-default cv ablate clean
+.PHONY: venv demo test lint bench-simulate bench-predict bench-vein bench-designs train-default cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -31,6 +31,9 @@ bench-simulate: $(STAMP)
 
 bench-predict: $(STAMP)
 	$(BIN)/python benchmarks/bench_predict.py
+
+bench-vein: $(STAMP)
+	$(BIN)/python benchmarks/bench_vein_filter.py --out build/bench-vein
 
 # The shipped models' recipe: 24 simulated subjects (seed 1000, never the demo's
 # 20211), one model per modality set, fixed iteration count (deterministic).
