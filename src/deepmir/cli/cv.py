@@ -63,7 +63,7 @@ def _config(args: argparse.Namespace, modalities: tuple[str, ...]) -> Any:
 def run(args: argparse.Namespace) -> int:
     from deepmir.io.bids import parse_modalities
     from deepmir.io.loader import SubjectDataError
-    from deepmir.training.crossval import cross_validate, summary_row, write_cv
+    from deepmir.training.crossval import cross_validate, write_cv
 
     console = Console()
     try:
@@ -73,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {exc}")
         return 2
     write_cv(result, args.out)
-    rows = {f"fold {k + 1}": summary_row(f) for k, f in enumerate(result.folds)}
-    rows["pooled"] = summary_row(result.overall)
-    console.print(results_table(f"{args.folds}-fold CV, {', '.join(config.modalities)}", rows))
+    title = f"{args.folds}-fold CV, {', '.join(config.modalities)}"
+    console.print(results_table(title, result.rows(pooled="pooled")))
     console.print(f"{result.seconds / 60:.1f} min; figures in {args.out} (table2.tsv, overall/)")
     return 0

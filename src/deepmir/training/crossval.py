@@ -45,14 +45,23 @@ class CVResult:
     config: TrainConfig
     fold_training: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
+    def row(self, result: EvaluationResult) -> dict[str, Any]:
+        return summary_row(result, self.config.target_labels)
+
+    def rows(self, pooled: str = "overall (pooled)") -> dict[str, dict[str, Any]]:
+        """Table 2 rows: one per fold, then the pooled figures."""
+        rows = {f"fold {k + 1}": self.row(f) for k, f in enumerate(self.folds)}
+        rows[pooled] = self.row(self.overall)
+        return rows
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
             "folds": [
-                {"held_out": s, "figures": summary_row(r), "training": t}
+                {"held_out": s, "figures": self.row(r), "training": t}
                 for s, r, t in zip(self.fold_subjects, self.folds, self.fold_training, strict=True)
             ],
-            "overall": summary_row(self.overall),
+            "overall": self.row(self.overall),
             "seconds": round(self.seconds, 1),
         }
 
@@ -69,10 +78,24 @@ def _finite(x: float) -> float | None:
     return None if math.isnan(x) else round(float(x), 4)
 
 
-def summary_row(result: EvaluationResult) -> dict[str, Any]:
-    """Pooled figures per class plus calcification -> CMB confusion (DEEPMIR Table 2)."""
+def summary_row(result: EvaluationResult, learned: tuple[int, ...] = (1, 2, 3)) -> dict[str, Any]:
+    """Pooled figures per class plus calcification -> CMB confusion (DEEPMIR Table 2).
+
+    Classes a model did not learn (the single-class model) keep their counts
+    but get no sensitivity, precision or F1."""
     row: dict[str, Any] = {}
-    for name, m in result.classes.items():
+    for label, name in LESION_CLASSES.items():
+        m = result.classes[name]
+        if label not in learned:
+            row[name] = {
+                "n_reference": m.n_reference,
+                "n_predicted": m.n_predicted,
+                "sensitivity": None,
+                "precision": None,
+                "f1": None,
+                "fp_per_subject": None,
+            }
+            continue
         row[name] = {
             "n_reference": m.n_reference,
             "n_predicted": m.n_predicted,
@@ -118,7 +141,10 @@ def cross_validate(
         )
         result = train_on_subjects(train, val, norm, config, progress=progress)
         test = [prepare(raw[i], norm) for i in test_idx]
-        matches = match_predictions(result.net, test, config, result.card.post)
+        # held-out subjects are scored against their whole reference, so that a
+        # single-class model's calcifications called CMB show in the confusion
+        every_class = dataclasses.replace(config, target_labels=(1, 2, 3))
+        matches = match_predictions(result.net, test, every_class, result.card.post)
         all_matches.update(matches)
         fold_results.append(compute_metrics(matches, seed=config.seed, n_bootstrap=0))
         fold_subjects.append([t.name for t in test])
@@ -172,9 +198,7 @@ def write_cv(result: CVResult, out: str | Path) -> None:
     for k, fold in enumerate(result.folds):
         write_evaluation(fold, out / f"fold-{k + 1}")
     write_evaluation(result.overall, out / "overall")
-    rows = {f"fold {k + 1}": summary_row(f) for k, f in enumerate(result.folds)}
-    rows["overall (pooled)"] = summary_row(result.overall)
-    write_text(out / "table2.tsv", table2_tsv(rows))
+    write_text(out / "table2.tsv", table2_tsv(result.rows()))
     write_json(out / "cv.json", result.to_dict())
 
 
@@ -198,7 +222,7 @@ def ablate(
         result = cross_validate(raw, config, folds, progress=progress, log=log)
         slug = name.replace("+", "-").replace(" ", "_").replace("(", "").replace(")", "")
         write_cv(result, out / slug)
-        rows[name] = summary_row(result.overall) | {"seconds": round(result.seconds, 1)}
+        rows[name] = result.row(result.overall) | {"seconds": round(result.seconds, 1)}
         write_text(out / "ablation.tsv", table2_tsv(rows))
         write_json(out / "ablation.json", {"folds": folds, "base": base.to_dict(), "rows": rows})
     return rows
