@@ -46,6 +46,7 @@ def test_cross_validation_holds_every_subject_out_once(simulated_dataset, tmp_pa
         assert (tmp_path / name / "metrics.json").exists()
     cv = json.loads((tmp_path / "cv.json").read_text())
     assert len(cv["folds"]) == 2 and cv["config"]["iterations"] == 3
+    assert cv["n_validation"] == 2
 
 
 def test_ablation_table_has_one_row_per_variant(simulated_dataset, tmp_path):

@@ -26,6 +26,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     _training_arguments(p)
     p.add_argument("--modalities", default="t2w,swi,qsm", help="subset of t2w,swi,qsm")
+    p.add_argument(
+        "--n-validation",
+        type=int,
+        default=2,
+        help="training subjects per fold kept for checkpoint selection and post-processing tuning",
+    )
     return p
 
 
@@ -68,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     try:
         config = _config(args, parse_modalities(args.modalities))
-        result = cross_validate(args.data, config, args.folds, log=console.print)
+        result = cross_validate(
+            args.data, config, args.folds, n_validation=args.n_validation, log=console.print
+        )
     except (SubjectDataError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2

@@ -44,6 +44,7 @@ class CVResult:
     seconds: float
     config: TrainConfig
     fold_training: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    n_validation: int = 2
 
     def row(self, result: EvaluationResult) -> dict[str, Any]:
         return summary_row(result, self.config.target_labels)
@@ -57,6 +58,7 @@ class CVResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
+            "n_validation": self.n_validation,
             "folds": [
                 {"held_out": s, "figures": self.row(r), "training": t}
                 for s, r, t in zip(self.fold_subjects, self.folds, self.fold_training, strict=True)
@@ -154,7 +156,9 @@ def cross_validate(
         )
     overall = compute_metrics(all_matches, seed=config.seed, n_bootstrap=1000)
     seconds = time.perf_counter() - start
-    return CVResult(overall, fold_results, fold_subjects, seconds, config, fold_training)
+    return CVResult(
+        overall, fold_results, fold_subjects, seconds, config, fold_training, n_validation
+    )
 
 
 def _select(raw: RawSubject, modalities: tuple[str, ...]) -> RawSubject:
