@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cc3d
+import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
@@ -91,6 +92,11 @@ class Lesions:
     instances: npt.NDArray[np.int32]  # lesion id per voxel (1..n), 0 outside
     labels: npt.NDArray[np.uint8]  # class of lesion id k at index k-1
     probability: npt.NDArray[np.float32]  # mean class probability of each lesion
+
+
+def voxel_spacing(affine: npt.NDArray[np.float64]) -> tuple[float, ...]:
+    """Voxel size in mm along each array axis (what :func:`elongation` needs)."""
+    return tuple(float(h) for h in nib.affines.voxel_sizes(affine))
 
 
 def elongation(

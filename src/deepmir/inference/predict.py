@@ -25,7 +25,12 @@ import torch
 from tqdm import tqdm
 
 from deepmir import __version__
-from deepmir.inference.lesions import Lesions, PostProcessing, lesions_from_probabilities
+from deepmir.inference.lesions import (
+    Lesions,
+    PostProcessing,
+    lesions_from_probabilities,
+    voxel_spacing,
+)
 from deepmir.inference.orientation import Reorientation
 from deepmir.inference.sliding import predict_probabilities
 from deepmir.io.atomic import atomic_group, nifti_image, write_json, write_text
@@ -123,8 +128,7 @@ def predict_subject(
     probabilities = np.zeros((len(LABELS), *mask.shape), np.float32)
     probabilities[0] = 1.0
     probabilities[(slice(None), *box)] = prob_crop
-    spacing = tuple(float(h) for h in nib.affines.voxel_sizes(orient.ras_affine))
-    lesions = lesions_from_probabilities(probabilities, post, spacing)
+    lesions = lesions_from_probabilities(probabilities, post, voxel_spacing(orient.ras_affine))
     back = Lesions(
         dseg=orient.backward(lesions.dseg),
         instances=orient.backward(lesions.instances),

@@ -88,19 +88,11 @@ def summary_row(result: EvaluationResult, learned: tuple[int, ...] = (1, 2, 3)) 
     row: dict[str, Any] = {}
     for label, name in LESION_CLASSES.items():
         m = result.classes[name]
+        counts = {"n_reference": m.n_reference, "n_predicted": m.n_predicted}
         if label not in learned:
-            row[name] = {
-                "n_reference": m.n_reference,
-                "n_predicted": m.n_predicted,
-                "sensitivity": None,
-                "precision": None,
-                "f1": None,
-                "fp_per_subject": None,
-            }
+            row[name] = counts | dict.fromkeys(("sensitivity", "precision", "f1", "fp_per_subject"))
             continue
-        row[name] = {
-            "n_reference": m.n_reference,
-            "n_predicted": m.n_predicted,
+        row[name] = counts | {
             "TP": m.true_positives,
             "FP": m.false_positives,
             "FN": m.false_negatives,
@@ -131,6 +123,9 @@ def cross_validate(
     start = time.perf_counter()
     all_matches: dict[str, SubjectMatch] = {}
     fold_results, fold_subjects, fold_training = [], [], []
+    # held-out subjects are scored against their whole reference, so that a
+    # single-class model's calcifications called CMB show in the confusion
+    every_class = dataclasses.replace(config, target_labels=(1, 2, 3))
     for k, test_idx in enumerate(splits):
         train_idx = [i for i in range(len(raw)) if i not in set(test_idx.tolist())]
         norm = fit([raw[i] for i in train_idx], config.modalities)
@@ -143,9 +138,6 @@ def cross_validate(
         )
         result = train_on_subjects(train, val, norm, config, progress=progress)
         test = [prepare(raw[i], norm) for i in test_idx]
-        # held-out subjects are scored against their whole reference, so that a
-        # single-class model's calcifications called CMB show in the confusion
-        every_class = dataclasses.replace(config, target_labels=(1, 2, 3))
         matches = match_predictions(result.net, test, every_class, result.card.post)
         all_matches.update(matches)
         fold_results.append(compute_metrics(matches, seed=config.seed, n_bootstrap=0))

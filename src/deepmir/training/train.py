@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.losses import DiceLoss
@@ -34,6 +33,7 @@ from deepmir.inference.lesions import (
     candidate_lesions,
     lesions_from_probabilities,
     select_lesions,
+    voxel_spacing,
 )
 from deepmir.inference.sliding import predict_probabilities
 from deepmir.labels import LABELS
@@ -110,11 +110,8 @@ def _augment(
 
 
 def _match(s: TrainingSubject, prob: np.ndarray, config: TrainConfig, post: PostProcessing) -> Any:
-    return _match_dseg(s, lesions_from_probabilities(prob, post, _spacing(s)).dseg, config)
-
-
-def _spacing(s: TrainingSubject) -> tuple[float, ...]:
-    return tuple(float(h) for h in nib.affines.voxel_sizes(s.affine))
+    lesions = lesions_from_probabilities(prob, post, voxel_spacing(s.affine))
+    return _match_dseg(s, lesions.dseg, config)
 
 
 def _match_dseg(s: TrainingSubject, pred: np.ndarray, config: TrainConfig) -> Any:
@@ -172,7 +169,7 @@ def tune_post_processing(
     best, best_f1 = config.post, -1.0
     for threshold in THRESHOLDS:
         pairs = zip(probs, subjects, strict=True)
-        candidates = [candidate_lesions(p, threshold, _spacing(s)) for p, s in pairs]
+        candidates = [candidate_lesions(p, threshold, voxel_spacing(s.affine)) for p, s in pairs]
 
         def score(post: PostProcessing, cands: list[Candidates] = candidates) -> float:
             return mean_f1(
