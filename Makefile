@@ -42,13 +42,13 @@ TRAIN_ITERATIONS ?= 1200
 MODELS := src/deepmir/models
 
 $(TRAIN_DATA)/dataset_description.json: | $(STAMP)
-	$(BIN)/deepmir simulate --out $(TRAIN_DATA) --n 24 --seed 1000
+	$(BIN)/deepmir simulate --out $(TRAIN_DATA) --n 24 --seed 1000 --preset narrow
 
 # post-processing is then chosen on 6 further subjects (seed 1001), never trained on
 TUNE_DATA ?= build/tune-cohort
 
 $(TUNE_DATA)/dataset_description.json: | $(STAMP)
-	$(BIN)/deepmir simulate --out $(TUNE_DATA) --n 6 --seed 1001
+	$(BIN)/deepmir simulate --out $(TUNE_DATA) --n 6 --seed 1001 --preset narrow
 
 train-default: $(TRAIN_DATA)/dataset_description.json $(TUNE_DATA)/dataset_description.json
 	$(BIN)/deepmir train --data $(TRAIN_DATA) --out $(MODELS)/t2w-swi-qsm --modalities t2w,swi,qsm \

@@ -51,7 +51,7 @@ def main() -> int:
         from deepmir.phantom.simulate import SimulationConfig, simulate_dataset
 
         data = tmp / "bids"
-        simulate_dataset(SimulationConfig(out=data, n_subjects=args.n, seed=4242))
+        simulate_dataset(SimulationConfig(out=data, n_subjects=args.n, seed=4242, preset="narrow"))
     refs = find_subjects(data)[: args.n]
     model = choose_model(args.model, data, refs)
     patch = tuple(model.card.patch_size)

@@ -79,7 +79,19 @@ def main() -> None:
 
     data = args.out / "bids"
     if not (data / "dataset_description.json").exists():
-        cli(["simulate", "--out", str(data), "--n", str(args.n), "--seed", str(args.seed)])
+        cli(
+            [
+                "simulate",
+                "--out",
+                str(data),
+                "--n",
+                str(args.n),
+                "--seed",
+                str(args.seed),
+                "--preset",
+                "narrow",
+            ]
+        )
     refs = find_subjects(data)
     model_dir = Path(args.model)
     if not model_dir.exists():

@@ -50,6 +50,8 @@ def simulated_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "11",
                 "--size",
                 "small",
+                "--preset",
+                "narrow",
                 "--preview",
             ]
         )

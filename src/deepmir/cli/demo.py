@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     evaluation = args.out / "evaluation"
     console.print(f"[bold]1/3 simulate[/bold] {args.n} subjects, 1 mm, seed {args.seed}")
     counts = simulate_dataset(
-        SimulationConfig(out=data, n_subjects=args.n, seed=args.seed, grid_size="full")
+        SimulationConfig(
+            out=data, n_subjects=args.n, seed=args.seed, grid_size="full", preset="narrow"
+        )
     )
     print_cohort(console, counts, data, REFERENCE, preview=False)
     console.print("[bold]2/3 predict[/bold] with the shipped model")

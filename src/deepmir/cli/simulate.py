@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from deepmir.phantom.params import PRESETS, SHIFTS
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -30,6 +32,21 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--first-index", type=int, default=0, help="index of the first subject (to extend a cohort)"
     )
     p.add_argument("--preview", action="store_true", help="write a preview PNG per subject")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="randomized",
+        help="randomized (default): domain randomization of field strength, echoes, voxel "
+        "size, SWI and QSM processing, artifacts, anatomy and lesion sizes; narrow: the "
+        "v0.1 phantom (3 T, 1 mm, TKD/Tikhonov; demo and tests)",
+    )
+    p.add_argument(
+        "--shift",
+        choices=["none", *SHIFTS],
+        default="none",
+        help="with --preset randomized: draw one factor from its held-out values "
+        "(robustness benchmark); none: the training distribution",
+    )
     return p
 
 
@@ -47,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
         grid_size=args.size,
         preview=args.preview,
         first_index=args.first_index,
+        preset=args.preset,
+        shift=args.shift,
     )
+    if args.shift != "none" and args.preset != "randomized":
+        console.print("[red]error:[/red] --shift needs --preset randomized")
+        return 2
     counts = simulate_dataset(config)
     print_cohort(console, counts, args.out, REFERENCE, args.preview)
     return 0

@@ -228,6 +228,9 @@ class DeformationParams:
     field_mm: float
     field_seed: int
     control_points: tuple[int, int, int] = (6, 7, 6)
+    #: ventricular enlargement (atrophy): linear magnification around each
+    #: lateral ventricle (1 = none; 1.44 = about 3x the volume)
+    ventricle_scale: float = 1.0
 
 
 def smooth_noise(
@@ -293,6 +296,26 @@ class SubjectAnatomy:
         return self.brain > 0.5
 
 
+#: lateral ventricle centres (MNI mm) and the reach of their enlargement
+_VENTRICLES = ((-14.0, -12.0, 16.0), (14.0, -12.0, 16.0))
+_VENTRICLE_REACH_MM = 24.0
+
+
+def _enlarge_ventricles(q: list[FloatArray], scale: float) -> list[FloatArray]:
+    """Magnify the template around each lateral ventricle by ``scale``, fading
+    out with a Gaussian of ``_VENTRICLE_REACH_MM``: the subject sees larger
+    ventricles and compressed periventricular tissue (a design choice for
+    atrophy, not a biomechanical model)."""
+    out = [a.copy() for a in q]
+    for centre in _VENTRICLES:
+        d = [q[a] - centre[a] for a in range(3)]
+        w = np.exp(-(d[0] ** 2 + d[1] ** 2 + d[2] ** 2) / (2 * _VENTRICLE_REACH_MM**2))
+        shrink = (1.0 - 1.0 / scale) * w
+        for a in range(3):
+            out[a] -= (shrink * d[a]).astype(np.float32)
+    return out
+
+
 def deform_anatomy(template: Template, grid: Grid, params: DeformationParams) -> SubjectAnatomy:
     """Resample the template into a subject's grid through its deformation.
 
@@ -317,6 +340,8 @@ def deform_anatomy(template: Template, grid: Grid, params: DeformationParams) ->
         )
         q.append(qa.astype(np.float32))
     del p, u
+    if params.ventricle_scale != 1.0:
+        q = _enlarge_ventricles(q, params.ventricle_scale)
     inv = np.linalg.inv(template.affine)
     coords = np.stack(
         [inv[a, 0] * q[0] + inv[a, 1] * q[1] + inv[a, 2] * q[2] + inv[a, 3] for a in range(3)]

@@ -87,6 +87,42 @@ class Vein:
 
 
 @dataclass(frozen=True)
+class Variation:
+    """The domain-randomized part of a subject (``--preset randomized``; robustness.md).
+
+    ``None`` in a record means the narrow phantom of v0.1 (``--preset narrow``).
+    Voxel sizes are millimetres; the render grid stays 1 mm (2 mm for ``small``).
+    """
+
+    shift: str  # "none" (training distribution) or the held-out factor (SHIFTS)
+    b0_tesla: float
+    echo_times_s: tuple[float, ...]
+    recon_voxel_mm: tuple[float, float, float]  # in-plane reconstruction, slab thickness
+    acquired_inplane_mm: tuple[float, float]  # k-space extent (>= recon: Gibbs)
+    swi_variant: str  # "3d" / "2d" homodyne + phase mask, or "swan" (magnitude only)
+    swi_lowpass_fraction: float
+    swi_mask_power: int
+    qsm_background: str  # "ideal" (+ smooth residual), "sharp", "vsharp"
+    qsm_background_radius_mm: float
+    qsm_inversion: str  # "tkd", "tikhonov", "cg"
+    qsm_parameter: float  # TKD threshold, Tikhonov lambda, or CG iterations
+    qsm_reference: str  # "csf", "mean", "none"
+    qsm_mask_erosion_mm: float
+    qsm_scale: float  # pipeline scale error
+    ghost_amplitude: float
+    ghost_phase: float
+    air_cavities: tuple[Ellipsoid, ...]  # sinus / mastoid air (+9.4 ppm), outside the brain
+    wm_chi_ppm: float
+    wm_anisotropy_ppm: float
+    flip_axes: tuple[bool, bool, bool]  # storage orientation of the written files
+
+
+#: held-out factors of the robustness benchmark (never drawn with shift "none")
+SHIFTS = ("b0-1.5t", "b0-7t", "slice-3mm", "qsm-cg", "bg-vsharp", "swi-swan", "atrophy")
+PRESETS = ("narrow", "randomized")
+
+
+@dataclass(frozen=True)
 class SubjectParams:
     """Everything needed to render one phantom subject, and nothing random."""
 
@@ -101,6 +137,7 @@ class SubjectParams:
     lesions: tuple[Lesion, ...]
     veins: tuple[Vein, ...]
     deepmir_version: str = __version__
+    variation: Variation | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -112,12 +149,7 @@ class SubjectParams:
             Lesion(
                 **{
                     **lz,
-                    "ellipsoids": tuple(
-                        Ellipsoid(
-                            tuple(e["center_vox"]), tuple(e["semi_axes_mm"]), tuple(e["angles_deg"])
-                        )
-                        for e in lz["ellipsoids"]
-                    ),
+                    "ellipsoids": tuple(_ellipsoid(e) for e in lz["ellipsoids"]),
                 }
             )
             for lz in d["lesions"]
@@ -134,7 +166,19 @@ class SubjectParams:
             field_mm=dp["field_mm"],
             field_seed=dp["field_seed"],
             control_points=tuple(dp["control_points"]),
+            ventricle_scale=dp.get("ventricle_scale", 1.0),
         )
+        v = d.get("variation")
+        variation = None
+        if v is not None:
+            tuples = ("echo_times_s", "recon_voxel_mm", "acquired_inplane_mm", "flip_axes")
+            variation = Variation(
+                **{
+                    **v,
+                    **{k: tuple(v[k]) for k in tuples},
+                    "air_cavities": tuple(_ellipsoid(e) for e in v["air_cavities"]),
+                }
+            )
         return SubjectParams(
             **{
                 **d,
@@ -142,8 +186,13 @@ class SubjectParams:
                 "acquisition": Acquisition(**d["acquisition"]),
                 "lesions": lesions,
                 "veins": veins,
+                "variation": variation,
             }
         )
+
+
+def _ellipsoid(e: dict[str, Any]) -> Ellipsoid:
+    return Ellipsoid(tuple(e["center_vox"]), tuple(e["semi_axes_mm"]), tuple(e["angles_deg"]))
 
 
 # ---------------------------------------------------------------------------
@@ -254,6 +303,8 @@ def draw_subject_params(
     anatomy_of: Any,
     grid_size: str = "full",
     subject: str | None = None,
+    preset: str = "narrow",
+    shift: str = "none",
 ) -> SubjectParams:
     """Draw the full parameter record of subject ``index`` of a cohort.
 
@@ -264,13 +315,30 @@ def draw_subject_params(
         (normally :func:`deepmir.phantom.render.subject_anatomy`)
     grid_size : ``"full"`` (1 mm) or ``"small"`` (2 mm)
     subject : BIDS label; defaults to ``index + 1`` zero-padded to 2 digits.
+    preset : ``"narrow"`` (the v0.1 phantom, unchanged draws) or ``"randomized"``
+        (domain randomization, robustness.md: wider lesions, veins and
+        anatomy, and a :class:`Variation` of acquisition and processing)
+    shift : with ``"randomized"``, ``"none"`` draws the training distribution;
+        a name of :data:`SHIFTS` draws that factor from its held-out values
     """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
+    if shift != "none" and (preset != "randomized" or shift not in SHIFTS):
+        raise ValueError(f"unknown shift {shift!r} (with --preset randomized): {', '.join(SHIFTS)}")
+    wide = preset == "randomized"
     rng = subject_rng(cohort_seed, index)
+    # the randomized factors come from a stream of their own
+    rng_var = np.random.default_rng(np.random.SeedSequence([cohort_seed, index, 1]))
     grid = Grid.make(grid_size)
     deformation = draw_deformation(rng)
     texture_seed = int(rng.integers(2**31))
     texture_amplitude = float(rng.uniform(0.10, 0.20))
     acquisition = draw_acquisition(rng)
+    if wide:
+        lo, hi = (1.3, 1.45) if shift == "atrophy" else (1.0, 1.25)
+        deformation = dataclasses.replace(
+            deformation, ventricle_scale=float(rng_var.uniform(lo, hi))
+        )
     anatomy: SubjectAnatomy = anatomy_of(grid, deformation)
     placer = _Placer(rng, anatomy)
     region = anatomy.region
@@ -286,7 +354,10 @@ def draw_subject_params(
     infra = np.isin(region, anat.INFRATENTORIAL) & ((anatomy.gm + anatomy.wm) > 0.6)
     for _ in range(_count(rng, p_none=0.15, mean=4.0, max_n=15)):
         where = str(rng.choice(["lobar", "deep", "infratentorial"], p=[0.55, 0.3, 0.15]))
-        diameter = 2.0 + 8.0 * float(rng.beta(1.3, 4.0))  # 2-10 mm, mostly 2-5
+        if wide:  # down to 1 voxel of physical extent (robustness.md)
+            diameter = 1.0 + 9.0 * float(rng.beta(1.1, 4.0))
+        else:
+            diameter = 2.0 + 8.0 * float(rng.beta(1.3, 4.0))  # 2-10 mm, mostly 2-5
         radius = diameter / 2
         cand = {"lobar": lobar, "deep": deep, "infratentorial": infra}[where]
         v = placer.pick(cand, radius)
@@ -300,7 +371,7 @@ def draw_subject_params(
             region=where,
             host=host,
             ellipsoids=(Ellipsoid(tuple(float(c) for c in v), axes, _random_angles(rng)),),  # type: ignore[arg-type]
-            delta_chi_ppm=float(np.exp(rng.uniform(np.log(0.3), np.log(2.0)))),
+            delta_chi_ppm=float(np.exp(rng.uniform(np.log(0.2 if wide else 0.3), np.log(2.0)))),
             r2star_per_s=float(rng.uniform(100, 300)),
             t2_s=float(rng.uniform(0.045, 0.065)),
             pd=None,
@@ -311,7 +382,7 @@ def draw_subject_params(
     while sum(1 for z in lesions if z.label == IRON) < n_iron:
         host_code = int(rng.choice(anat.BASAL_GANGLIA, p=[0.25, 0.35, 0.4]))
         host_mask = region == host_code
-        main_r = float(rng.uniform(2.0, 5.0))
+        main_r = float(rng.uniform(1.5 if wide else 2.0, 5.0))
         sites = []
         v = placer.pick(host_mask, 1.5 * main_r, tries=30)
         if v is None:
@@ -343,7 +414,7 @@ def draw_subject_params(
                 region="deep",
                 host=anat.REGION_NAMES[host_code],
                 ellipsoids=tuple(blobs),
-                delta_chi_ppm=float(rng.uniform(0.05, 0.25)),
+                delta_chi_ppm=float(rng.uniform(0.04 if wide else 0.05, 0.25)),
                 r2star_per_s=0.0,  # derived: host R2* + 137 s^-1/ppm * delta chi
                 t2_s=0.0,  # derived from the host
                 pd=None,
@@ -351,7 +422,7 @@ def draw_subject_params(
             )
 
     # --- calcifications: pallidum (often bilateral), choroid plexus, pineal ---
-    for _ in range(_count(rng, p_none=0.3, mean=2.0, max_n=5)):
+    for _ in range(_count(rng, p_none=0.2 if wide else 0.3, mean=2.0, max_n=5)):
         place = str(rng.choice(["pallidum", "choroid_plexus", "pineal"], p=[0.5, 0.35, 0.15]))
         code = {
             "pallidum": anat.PALLIDUM,
@@ -362,8 +433,9 @@ def draw_subject_params(
         # only dense ones (CT-visible, >= 2.5 mm, <= -0.25 ppm) stay negative on
         # QSM there (design choice inside the physics.md range).
         in_pallidum = place == "pallidum"
-        diameter = float(rng.uniform(2.5 if in_pallidum else 1.5, 6.0))
-        chi_calc = float(rng.uniform(-0.6, -0.25 if in_pallidum else -0.1))
+        small_d, faint = (1.0, -0.05) if wide else (1.5, -0.1)
+        diameter = float(rng.uniform(2.5 if in_pallidum else small_d, 6.0))
+        chi_calc = float(rng.uniform(-0.6, -0.25 if in_pallidum else faint))
         v = placer.pick(region == code, diameter / 2, gap_mm=2.0)
         if v is None:
             continue
@@ -379,7 +451,23 @@ def draw_subject_params(
             pd=float(rng.uniform(0.1, 0.5)),
         )
 
-    veins = _draw_veins(rng, anatomy, placer)
+    veins = _draw_veins(rng, anatomy, placer, wide)
+    variation = None
+    if wide:
+        variation = draw_variation(rng_var, anatomy, shift)
+        method = variation.qsm_inversion
+        acquisition = dataclasses.replace(
+            acquisition,
+            b0_tesla=variation.b0_tesla,
+            swi_te_s=variation.echo_times_s[0],
+            swi_tr_s=variation.echo_times_s[-1] + float(rng_var.uniform(0.005, 0.012)),
+            swi_snr=float(rng_var.uniform(20, 150)),
+            swi_bias_amplitude=float(rng_var.uniform(0.05, 0.4)),
+            t2w_snr=float(rng_var.uniform(20, 60)),
+            t2w_bias_amplitude=float(rng_var.uniform(0.05, 0.4)),
+            qsm_method=method,
+            qsm_parameter=variation.qsm_parameter,
+        )
     return SubjectParams(
         subject=subject if subject is not None else f"{index + 1:02d}",
         cohort_seed=cohort_seed,
@@ -391,30 +479,131 @@ def draw_subject_params(
         acquisition=acquisition,
         lesions=tuple(lesions),
         veins=veins,
+        variation=variation,
     )
 
 
+#: echo time ranges (s) per field strength (robustness.md)
+TE_RANGE = {1.5: (0.030, 0.050), 3.0: (0.010, 0.030), 7.0: (0.008, 0.020)}
+
+
+def draw_variation(rng: np.random.Generator, anatomy: SubjectAnatomy, shift: str) -> Variation:
+    """The acquisition, processing and anatomy factors of a randomized subject.
+
+    Training values (``shift="none"``) and held-out values follow the
+    protocol of robustness.md: 3 T only, slabs up to 2 mm, TKD / Tikhonov,
+    ideal-or-SHARP background removal, 2D/3D homodyne SWI, mild atrophy; the
+    shifts take 1.5 T, 7 T, UK-Biobank-like 0.8 x 0.8 x 3 mm with 2 echoes,
+    CG (iLSQR-like) inversion, V-SHARP, SWAN-like SWI, strong atrophy.
+    """
+    b0 = {"b0-1.5t": 1.5, "b0-7t": 7.0}.get(shift, 3.0)
+    te_lo, te_hi = TE_RANGE[b0]
+    if shift == "slice-3mm":
+        echoes: tuple[float, ...] = (0.0094, 0.020)
+        recon = (0.8, 0.8, 3.0)
+        acquired = (0.8, 0.8)
+    else:
+        n_echoes = int(rng.choice([1, 2, 3, 4], p=[0.4, 0.2, 0.2, 0.2]))
+        first = float(rng.uniform(te_lo, te_hi))
+        spacing = float(rng.uniform(0.004, 0.010))
+        echoes = tuple(first + e * spacing for e in range(n_echoes))
+        inplane = float(rng.uniform(0.6, 1.0))
+        slab = float(rng.uniform(1.0, 2.0))
+        recon = (inplane, inplane, slab)
+        sampled = float(min(1.2, inplane * rng.uniform(1.0, 1.4)))
+        acquired = (sampled, sampled)
+    swi_variant = "swan" if shift == "swi-swan" else str(rng.choice(["3d", "2d"]))
+    background = "vsharp" if shift == "bg-vsharp" else str(rng.choice(["ideal", "sharp"]))
+    inversion = "cg" if shift == "qsm-cg" else str(rng.choice(["tkd", "tikhonov"]))
+    parameter = {
+        "tkd": lambda: float(rng.uniform(0.12, 0.25)),
+        "tikhonov": lambda: float(rng.uniform(0.005, 0.05)),
+        "cg": lambda: float(rng.integers(15, 31)),
+    }[inversion]()
+    return Variation(
+        shift=shift,
+        b0_tesla=b0,
+        echo_times_s=echoes,
+        recon_voxel_mm=recon,
+        acquired_inplane_mm=acquired,
+        swi_variant=swi_variant,
+        swi_lowpass_fraction=float(rng.uniform(0.08, 0.25)),
+        swi_mask_power=int(rng.integers(2, 6)),
+        qsm_background=background,
+        qsm_background_radius_mm=float(rng.uniform(3.0, 6.0)),
+        qsm_inversion=inversion,
+        qsm_parameter=parameter,
+        qsm_reference=str(rng.choice(["csf", "mean", "none"])),
+        qsm_mask_erosion_mm=float(rng.uniform(1.0, 4.0)),
+        qsm_scale=float(rng.uniform(0.85, 1.15)),
+        ghost_amplitude=float(rng.uniform(0.0, 0.05)) if rng.random() < 0.3 else 0.0,
+        ghost_phase=float(rng.uniform(0, 2 * np.pi)),
+        air_cavities=_draw_air(rng, anatomy),
+        wm_chi_ppm=float(rng.uniform(-0.06, -0.02)),
+        wm_anisotropy_ppm=float(rng.uniform(0.0, 0.02)),
+        flip_axes=tuple(bool(b) for b in rng.random(3) < 0.3),  # type: ignore[arg-type]
+    )
+
+
+def _draw_air(rng: np.random.Generator, anatomy: SubjectAnatomy) -> tuple[Ellipsoid, ...]:
+    """1-3 air cavities (frontal/ethmoid sinus, mastoid cells) just below the brain.
+
+    Positions are drawn in MNI-like scanner mm from outside-brain voxels 4-12 mm
+    from the brain, in front-below (sinuses) or lateral-below-behind (mastoid).
+    """
+    grid = anatomy.grid
+    depth_out = ndimage.distance_transform_edt(~anatomy.brain_mask) * grid.voxel_size
+    idx = np.indices(grid.shape, sparse=True)
+    xyz = [
+        grid.affine[a, 0] * idx[0]
+        + grid.affine[a, 1] * idx[1]
+        + grid.affine[a, 2] * idx[2]
+        + grid.affine[a, 3]
+        for a in range(3)
+    ]
+    shell = (depth_out > 4) & (depth_out < 12)
+    sinus = shell & (xyz[1] > 15) & (xyz[2] < -5) & (np.abs(xyz[0]) < 25)
+    mastoid = shell & (xyz[1] < -15) & (xyz[2] < -20) & (np.abs(xyz[0]) > 30)
+    out = []
+    for _ in range(int(rng.integers(1, 4))):
+        pool = np.flatnonzero(sinus if rng.random() < 0.6 else mastoid)
+        if pool.size == 0:
+            continue
+        v = np.unravel_index(int(rng.choice(pool)), grid.shape)
+        axes = tuple(float(x) for x in rng.uniform(5.0, 14.0, 3))
+        out.append(Ellipsoid(tuple(float(c) for c in v), axes, _random_angles(rng)))  # type: ignore[arg-type]
+    return tuple(out)
+
+
 def _draw_veins(
-    rng: np.random.Generator, anatomy: SubjectAnatomy, placer: _Placer
+    rng: np.random.Generator, anatomy: SubjectAnatomy, placer: _Placer, wide: bool = False
 ) -> tuple[Vein, ...]:
     """Medullary and cortical veins: smooth random curves, 15-45 mm long.
 
     Veins keep 2 mm away from every labelled lesion, so that a vein never
-    touches a lesion's label.
+    touches a lesion's label. ``wide`` (randomized preset): density 6-40,
+    calibre 0.3-1.5 mm, 8-45 mm long, a third of them deep medullary veins
+    starting next to the ventricles.
     """
     vs = anatomy.grid.voxel_size
     start_ok = anatomy.brain_mask & (anatomy.region == 0) & ((anatomy.gm + anatomy.wm) > 0.6)
     start_idx = np.flatnonzero(start_ok & (placer.depth_mm > 4))
+    if wide:
+        near_ventricle = ndimage.binary_dilation(anatomy.csf > 0.7, iterations=2) & (
+            anatomy.wm > 0.5
+        )
+        deep_idx = np.flatnonzero(start_ok & near_ventricle & (placer.depth_mm > 15))
     veins: list[Vein] = []
-    n_target = int(rng.integers(6, 15))
+    n_target = int(rng.integers(6, 41)) if wide else int(rng.integers(6, 15))
     for _ in range(n_target * 4):
         if len(veins) >= n_target or start_idx.size == 0:
             break
-        p = np.array(np.unravel_index(int(rng.choice(start_idx)), start_ok.shape), float)
+        pool = deep_idx if wide and deep_idx.size and rng.random() < 0.33 else start_idx
+        p = np.array(np.unravel_index(int(rng.choice(pool)), start_ok.shape), float)
         direction = rng.normal(size=3)
         direction /= np.linalg.norm(direction)
-        radius = float(rng.uniform(0.5, 1.5))
-        length = float(rng.uniform(15, 45))
+        radius = float(rng.uniform(0.3, 1.5)) if wide else float(rng.uniform(0.5, 1.5))
+        length = float(rng.uniform(8, 45)) if wide else float(rng.uniform(15, 45))
         step = 2.0  # mm
         pts = [p.copy()]
         for _ in range(int(length / step)):
@@ -427,7 +616,7 @@ def _draw_veins(
             if placer.depth_mm[ip] < radius + 1:
                 break
             pts.append(p.copy())
-        if len(pts) < 6:
+        if len(pts) < (4 if wide else 6):
             continue
         arr = np.asarray(pts)
         clear = all(

@@ -44,15 +44,18 @@ def radians_per_ppm(b0_tesla: float, te_s: float) -> float:
 
 @lru_cache(maxsize=32)
 def dipole_kernel(
-    shape: tuple[int, int, int], voxel_mm: float, b0_dir: tuple[float, float, float]
+    shape: tuple[int, int, int],
+    voxel_mm: float | tuple[float, float, float],
+    b0_dir: tuple[float, float, float],
 ) -> FloatArray:
     """Dipole kernel ``D(k) = 1/3 - (k.b)^2 / |k|^2`` on an rFFT grid, ``D(0) = 0``.
 
     The 1/3 term is the Lorentz-sphere correction: the field inside a uniform
     sphere is zero (Salomir et al. 2003; Marques & Bowtell 2005).
     """
-    k = [np.fft.fftfreq(n, d=voxel_mm).astype(np.float32) for n in shape[:2]]
-    k.append(np.fft.rfftfreq(shape[2], d=voxel_mm).astype(np.float32))
+    vox = (voxel_mm,) * 3 if isinstance(voxel_mm, int | float) else tuple(voxel_mm)
+    k = [np.fft.fftfreq(n, d=v).astype(np.float32) for n, v in zip(shape[:2], vox[:2], strict=True)]
+    k.append(np.fft.rfftfreq(shape[2], d=vox[2]).astype(np.float32))
     ki, kj, kk = np.meshgrid(*k, indexing="ij", sparse=True)
     k2 = ki**2 + kj**2 + kk**2
     kb = ki * b0_dir[0] + kj * b0_dir[1] + kk * b0_dir[2]
@@ -70,7 +73,7 @@ def _padded_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int, int]
 
 def dipole_field(
     chi: FloatArray,
-    voxel_mm: float,
+    voxel_mm: float | tuple[float, float, float],
     b0_dir: tuple[float, float, float],
     pad_factor: float = 2.0,
 ) -> FloatArray:
@@ -90,7 +93,7 @@ def dipole_field(
 def qsm_inversion(
     field: FloatArray,
     mask: npt.NDArray[np.bool_],
-    voxel_mm: float,
+    voxel_mm: float | tuple[float, float, float],
     b0_dir: tuple[float, float, float],
     method: str,
     parameter: float,
@@ -139,14 +142,19 @@ def gre_signal(
     return (mag * np.exp(1j * phase)).astype(np.complex64)
 
 
-def hanning_lowpass(signal: ComplexArray, fraction: float) -> ComplexArray:
-    """Low-pass a complex image with a centred 3D Hanning window in k-space.
+def hanning_lowpass(
+    signal: ComplexArray, fraction: float, axes: tuple[int, ...] = (0, 1, 2)
+) -> ComplexArray:
+    """Low-pass a complex image with a centred Hanning window in k-space.
 
-    The window spans ``fraction`` of k-space along each axis.
+    The window spans ``fraction`` of k-space along each of ``axes`` (all
+    three: 3D homodyne; ``(0, 1)``: the 2D, slice-by-slice filter of many
+    scanners).
     """
-    spec = sfft.fftn(signal, workers=WORKERS)
+    spec = sfft.fftn(signal, axes=axes, workers=WORKERS)
     window = np.ones((1, 1, 1), dtype=np.float32)
-    for axis, n in enumerate(signal.shape):
+    for axis in axes:
+        n = signal.shape[axis]
         width = max(3, int(round(n * fraction)))
         w = np.zeros(n, dtype=np.float32)
         han = np.hanning(width + 2)[1:-1].astype(np.float32)
@@ -156,10 +164,15 @@ def hanning_lowpass(signal: ComplexArray, fraction: float) -> ComplexArray:
         shape[axis] = n
         window = window * w.reshape(shape)
     spec *= window
-    return sfft.ifftn(spec, workers=WORKERS).astype(np.complex64)
+    return sfft.ifftn(spec, axes=axes, workers=WORKERS).astype(np.complex64)
 
 
-def swi(signal: ComplexArray, lowpass_fraction: float = 0.125, power: int = 4) -> FloatArray:
+def swi(
+    signal: ComplexArray,
+    lowpass_fraction: float = 0.125,
+    power: int = 4,
+    axes: tuple[int, ...] = (0, 1, 2),
+) -> FloatArray:
     """Susceptibility-weighted image from a complex GRE signal (Haacke et al. 2004).
 
     High-pass phase by homodyne filtering (phase of ``S * conj(LP(S))``), a
@@ -167,7 +180,7 @@ def swi(signal: ComplexArray, lowpass_fraction: float = 0.125, power: int = 4) -
     (paramagnetic side, in deepmir's sign convention), and
     ``SWI = |S| * mask**power``.
     """
-    low = hanning_lowpass(signal, lowpass_fraction)
+    low = hanning_lowpass(signal, lowpass_fraction, axes)
     hp_phase = np.angle(signal * np.conj(low)).astype(np.float32)
     mask = np.where(hp_phase > 0, np.clip(1.0 - hp_phase / np.pi, 0.0, 1.0), 1.0)
     return (np.abs(signal) * mask.astype(np.float32) ** power).astype(np.float32)

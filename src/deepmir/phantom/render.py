@@ -159,29 +159,24 @@ def _fine_field_box_mm(lesion: Lesion, te_s: float, b0: float) -> float:
     return float(np.clip(reach, radius + 3.0, radius + 14.0))
 
 
-def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None) -> SubjectImages:
-    """Render one subject from its parameter record (deterministic).
+@dataclass
+class SubjectObject:
+    """The object before imaging: tissue maps with veins and lesions, labels."""
 
-    Parameters
-    ----------
-    params : the record drawn by :func:`deepmir.phantom.params.draw_subject_params`
-    anatomy : the subject's deformed anatomy, if already computed
+    tissue: TissueMaps
+    chi_all: FloatArray  # susceptibility with focal lesions (partial volume)
+    dseg: npt.NDArray[np.uint8]
+    instances: npt.NDArray[np.int16]
+    vein_occupancy: FloatArray
+    focal: list[tuple[Lesion, tuple[slice, slice, slice], FloatArray, float]]
 
-    Returns
-    -------
-    SubjectImages
-    """
-    grid = Grid.make(params.grid_size)
-    if anatomy is None:
-        anatomy = subject_anatomy(grid, params.deformation)
-    acq = params.acquisition
-    vs = grid.voxel_size
-    shape = grid.shape
-    b0_dir = phy.b0_direction(acq.b0_tilt_deg, acq.b0_azimuth_deg)
-    tissue = tissue_maps(anatomy, params.texture_seed, params.texture_amplitude)
-    brain_mask = anatomy.brain_mask
-    seeds = np.random.SeedSequence(acq.noise_seed).generate_state(8)
 
+def build_object(
+    params: SubjectParams, anatomy: SubjectAnatomy, tissue: TissueMaps
+) -> SubjectObject:
+    """Veins, iron deposits and focal lesions into ``tissue`` (in place), with their labels."""
+    vs = anatomy.grid.voxel_size
+    shape = anatomy.grid.shape
     # --- veins (unlabelled) ---
     vein_occ = np.zeros(shape, np.float32)
     for vein in params.veins:
@@ -227,6 +222,54 @@ def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None)
         chi_all[box] = (1 - occ) * chi_all[box] + occ * chi_les
         focal_occ.append((lesion, box, occ, chi_les))
         label(lesion, box, occ)
+    return SubjectObject(tissue, chi_all, dseg, instances, vein_occ, focal_occ)
+
+
+def spin_echo_object(obj: SubjectObject, acq: Acquisition) -> FloatArray:
+    """Turbo spin-echo magnitude of the object, focal lesions by partial volume."""
+    tissue = obj.tissue
+    t2w = phy.spin_echo(tissue.pd, tissue.t1, tissue.t2, acq.t2w_te_s, acq.t2w_tr_s)
+    for lesion, box, occ, _ in obj.focal:
+        pd_les = tissue.pd[box] if lesion.pd is None else np.float32(lesion.pd)
+        les_signal = phy.spin_echo(
+            pd_les * np.ones_like(occ),
+            tissue.t1[box],
+            np.full_like(occ, lesion.t2_s),
+            acq.t2w_te_s,
+            acq.t2w_tr_s,
+        )
+        t2w[box] = (1 - occ) * t2w[box] + occ * les_signal
+    return t2w
+
+
+def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None) -> SubjectImages:
+    """Render one subject from its parameter record (deterministic).
+
+    Parameters
+    ----------
+    params : the record drawn by :func:`deepmir.phantom.params.draw_subject_params`
+    anatomy : the subject's deformed anatomy, if already computed
+
+    Returns
+    -------
+    SubjectImages
+    """
+    grid = Grid.make(params.grid_size)
+    if anatomy is None:
+        anatomy = subject_anatomy(grid, params.deformation)
+    if params.variation is not None:
+        from deepmir.phantom.scanner import render_varied
+
+        return render_varied(params, anatomy)
+    acq = params.acquisition
+    vs = grid.voxel_size
+    shape = grid.shape
+    b0_dir = phy.b0_direction(acq.b0_tilt_deg, acq.b0_azimuth_deg)
+    tissue = tissue_maps(anatomy, params.texture_seed, params.texture_amplitude)
+    brain_mask = anatomy.brain_mask
+    seeds = np.random.SeedSequence(acq.noise_seed).generate_state(8)
+    obj = build_object(params, anatomy, tissue)
+    chi_all, focal_occ = obj.chi_all, obj.focal
 
     # --- field (physics.md step 3) ---
     field = phy.dipole_field(chi_all, vs, b0_dir)
@@ -260,17 +303,7 @@ def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None)
         chimap = np.where(qsm_mask, chimap - np.median(chimap[csf_ref]), 0).astype(np.float32)
 
     # --- T2w turbo spin echo (step 8): partial volume, no blooming ---
-    t2w = phy.spin_echo(tissue.pd, tissue.t1, tissue.t2, acq.t2w_te_s, acq.t2w_tr_s)
-    for lesion, box, occ, _ in focal_occ:
-        pd_les = tissue.pd[box] if lesion.pd is None else np.float32(lesion.pd)
-        les_signal = phy.spin_echo(
-            pd_les * np.ones_like(occ),
-            tissue.t1[box],
-            np.full_like(occ, lesion.t2_s),
-            acq.t2w_te_s,
-            acq.t2w_tr_s,
-        )
-        t2w[box] = (1 - occ) * t2w[box] + occ * les_signal
+    t2w = spin_echo_object(obj, acq)
     bias_t2 = np.exp(acq.t2w_bias_amplitude * bias_fields[1]).astype(np.float32)
     t2w = phy.blur(t2w * bias_t2, acq.t2w_blur_vox)
     t2_peak = float(np.percentile(t2w[brain_mask], 99)) if brain_mask.any() else 1.0
@@ -281,10 +314,10 @@ def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None)
         swi=swi_img.astype(np.float32),
         chimap=chimap.astype(np.float32),
         brain_mask=brain_mask.astype(np.uint8),
-        dseg=dseg,
-        instances=instances,
+        dseg=obj.dseg,
+        instances=obj.instances,
         chi_true=chi_all,
-        vein_occupancy=vein_occ,
+        vein_occupancy=obj.vein_occupancy,
         affine=grid.affine,
     )
 

@@ -39,6 +39,10 @@ class SimulationConfig:
     grid_size: str = "full"
     preview: bool = False
     first_index: int = 0
+    #: "randomized" (domain randomization, the default) or "narrow" (v0.1 phantom)
+    preset: str = "randomized"
+    #: held-out factor for the robustness benchmark ("none": training distribution)
+    shift: str = "none"
 
 
 def lesion_table(params: SubjectParams, images: SubjectImages) -> pd.DataFrame:
@@ -77,10 +81,12 @@ def lesion_table(params: SubjectParams, images: SubjectImages) -> pd.DataFrame:
 def _sidecars(params: SubjectParams) -> dict[str, dict[str, object]]:
     a = params.acquisition
     common = {"MagneticFieldStrength": a.b0_tesla, "Manufacturer": f"deepmir {__version__} phantom"}
+    var = params.variation
+    echo_time: object = a.swi_te_s if var is None else list(var.echo_times_s)
     return {
         "swi": {
             **common,
-            "EchoTime": a.swi_te_s,
+            "EchoTime": echo_time,
             "RepetitionTime": a.swi_tr_s,
             "FlipAngle": a.swi_flip_deg,
         },
@@ -148,13 +154,23 @@ def iter_simulated(config: SimulationConfig) -> Iterator[tuple[SubjectParams, Su
     last = config.first_index + config.n_subjects
     for index in range(config.first_index, last):
         params, anatomy = draw_with_anatomy(
-            config.seed, index, config.grid_size, _subject_label(index, last)
+            config.seed,
+            index,
+            config.grid_size,
+            _subject_label(index, last),
+            preset=config.preset,
+            shift=config.shift,
         )
         yield params, render_subject(params, anatomy)
 
 
 def draw_with_anatomy(
-    seed: int, index: int, grid_size: str, subject: str | None = None
+    seed: int,
+    index: int,
+    grid_size: str,
+    subject: str | None = None,
+    preset: str = "narrow",
+    shift: str = "none",
 ) -> tuple[SubjectParams, SubjectAnatomy]:
     """Draw a subject's record and keep the anatomy the draw computed, for rendering."""
     seen: list[SubjectAnatomy] = []
@@ -163,7 +179,9 @@ def draw_with_anatomy(
         seen.append(subject_anatomy(grid, deformation))
         return seen[-1]
 
-    params = draw_subject_params(seed, index, anatomy_of, grid_size, subject=subject)
+    params = draw_subject_params(
+        seed, index, anatomy_of, grid_size, subject=subject, preset=preset, shift=shift
+    )
     return params, seen[-1]
 
 
@@ -185,6 +203,8 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
                 "n_subjects": config.n_subjects,
                 "grid_size": config.grid_size,
                 "first_index": config.first_index,
+                "preset": config.preset,
+                "shift": config.shift,
             },
         },
     )
@@ -215,13 +235,22 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
         row["n_veins"] = len(params.veins)
         row["swi_te_ms"] = round(params.acquisition.swi_te_s * 1e3, 2)
         row["qsm_method"] = params.acquisition.qsm_method
+        var = params.variation
+        if var is not None:
+            row["b0_t"] = var.b0_tesla
+            row["echoes"] = len(var.echo_times_s)
+            row["voxel_mm"] = "x".join(f"{v:.2g}" for v in np.abs(np.diag(images.affine))[:3])
+            row["swi"] = var.swi_variant
+            row["qsm_bg"] = var.qsm_background
         rows.append(row)
     counts = pd.DataFrame(rows)
-    acquisition = counts[["participant_id", "swi_te_ms", "qsm_method"]]
-    _merge_tsv(root / "participants.tsv", acquisition)
-    _merge_tsv(
-        root / REFERENCE / "lesion_counts.tsv", counts.drop(columns=["swi_te_ms", "qsm_method"])
-    )
+    acq_columns = [
+        c
+        for c in ("swi_te_ms", "qsm_method", "b0_t", "echoes", "voxel_mm", "swi", "qsm_bg")
+        if c in counts.columns
+    ]
+    _merge_tsv(root / "participants.tsv", counts[["participant_id", *acq_columns]])
+    _merge_tsv(root / REFERENCE / "lesion_counts.tsv", counts.drop(columns=acq_columns))
     return counts
 
 
