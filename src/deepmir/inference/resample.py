@@ -43,10 +43,11 @@ USUAL_VOXEL_RANGE_MM = (0.4, 3.0)
 ArrayT = TypeVar("ArrayT", bound=np.generic)
 IntT = TypeVar("IntT", bound=np.integer[Any])
 
-# zooms and shifts are rounded so that exact ties of nearest-neighbour sampling
-# (a source voxel centre on the face between two working voxels) break the same
-# way on every voxel, whatever the floating-point noise of an oblique affine
-_DECIMALS = 9
+# zooms and shifts read back from the affines are rounded so that exact ties of
+# nearest-neighbour sampling (a source voxel centre on the face between two
+# working voxels) break the same way on every voxel, whatever the
+# floating-point noise of the matrix inverse
+_DECIMALS = 12
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,11 @@ class Resampler:
         n = np.asarray(shape[-3:], np.int64)
         spacing = np.asarray(nib.affines.voxel_sizes(affine), np.float64)
         keep = np.abs(spacing - spacing_mm) <= tolerance * spacing_mm
-        zoom = np.where(keep, 1.0, np.round(spacing_mm / spacing, _DECIMALS))
-        m = np.where(keep, n, np.maximum(1, np.floor(n / zoom + 0.5))).astype(np.int64)
+        zoom = np.where(keep, 1.0, spacing_mm / spacing)
+        m = np.where(keep, n, np.maximum(1, np.floor(n * spacing / spacing_mm + 0.5)))
+        m = m.astype(np.int64)
         # centre the working box (m voxels of `zoom`) on the source box [-0.5, n - 0.5]
-        shift = np.round(-0.5 + (n - m * zoom) / 2.0 + zoom / 2.0, _DECIMALS)
+        shift = -0.5 + (n - m * zoom) / 2.0 + zoom / 2.0
         step = np.eye(4)
         step[:3, :3] = np.diag(zoom)
         step[:3, 3] = shift
@@ -201,33 +203,43 @@ def instances_backward(instances_w: npt.NDArray[IntT], resampler: Resampler) -> 
     Nearest neighbour, and every lesion present on the working grid keeps at
     least one source voxel: a lesion that nearest neighbour drops (smaller
     than a source voxel) gets the source voxel containing its working-grid
-    centroid, or when another lesion holds that one, the free source voxel
-    that contains most of its working voxels.
+    centroid; when another lesion holds that one, the free source voxel that
+    contains most of its working voxels, else the free neighbour of the
+    centroid's voxel nearest (in mm) to the centroid. Only a lesion surrounded
+    by other lesions can still be lost.
     """
     if resampler.identity:
         return instances_w
     out = resampler.backward(instances_w, 0)
-    _keep_every_instance(instances_w, out, resampler.to_source_voxels)
+    spacing = nib.affines.voxel_sizes(resampler.source_affine)
+    _keep_every_instance(instances_w, out, resampler.to_source_voxels, spacing)
     return out
 
 
 def instances_forward(instances: npt.NDArray[IntT], resampler: Resampler) -> npt.NDArray[IntT]:
     """Lesion instances from the source grid to the working grid, every lesion kept
-    (the counterpart of :func:`instances_backward`, e.g. for reference labels)."""
+    the same way (the counterpart of :func:`instances_backward`, e.g. for
+    reference labels)."""
     if resampler.identity:
         return instances
     out = resampler.forward(instances, 0)
-    _keep_every_instance(instances, out, resampler.to_working_voxels)
+    spacing = nib.affines.voxel_sizes(resampler.target_affine)
+    _keep_every_instance(instances, out, resampler.to_working_voxels, spacing)
     return out
+
+
+_NEIGHBOURS = np.array([d for d in np.ndindex(3, 3, 3) if d != (1, 1, 1)]) - 1
 
 
 def _keep_every_instance(
     before: npt.NDArray[np.integer[Any]],
     after: npt.NDArray[np.integer[Any]],
     to_after: Callable[[npt.ArrayLike], npt.NDArray[np.float64]],
+    spacing: npt.NDArray[np.float64],
 ) -> None:
     """Give every instance of ``before`` missing from ``after`` one voxel of ``after``
-    (in place); ``to_after`` maps voxel coordinates (..., 3) of one grid to the other."""
+    (in place); ``to_after`` maps voxel coordinates (..., 3) of one grid to the
+    other, ``spacing`` is the voxel size (mm) of ``after``."""
     n = int(before.max(initial=0))
     if n == 0:
         return
@@ -243,13 +255,15 @@ def _keep_every_instance(
         box = boxes[lesion - 1]
         assert box is not None
         local = np.argwhere(before[box] == lesion) + [s.start for s in box]
-        centroid = np.rint(to_after(local.mean(axis=0)))
+        centroid = to_after(local.mean(axis=0))
+        home = np.clip(np.rint(centroid), 0, upper).astype(np.int64)
         # the target voxels containing the lesion's voxel centres, most-covered first
         hit = np.clip(np.rint(to_after(local)), 0, upper).astype(np.int64)
         voxels, counts = np.unique(hit, axis=0, return_counts=True)
-        candidates = [np.clip(centroid, 0, upper).astype(np.int64)]
-        candidates += [voxels[i] for i in np.argsort(-counts, kind="stable")]
-        for v in candidates:
+        covered = voxels[np.argsort(-counts, kind="stable")]
+        around = np.clip(home + _NEIGHBOURS, 0, upper)
+        around = around[np.argsort(np.linalg.norm((around - centroid) * spacing, axis=1))]
+        for v in (home, *covered, *around):
             if after[tuple(v)] == 0:
                 after[tuple(v)] = lesion
                 break
