@@ -1,17 +1,20 @@
 """``deepmir predict``: a model over a BIDS dataset, outputs per the data contract.
 
 Per subject: load and check the model's modalities (:mod:`deepmir.io.loader`),
-reorient to RAS, crop to the brain, normalize with the model's stored
-parameters, sliding-window probabilities (MONAI, Gaussian blending), lesions
-(one class each), then everything is written back on the input's own grid
-and affine. A subject's files are rendered in memory first and then moved
-into place together, so they are all there or none is; a failing subject is
-reported and the others go on.
+reorient to RAS, resample to the model's working grid (its voxel size, the
+input's axes: :mod:`deepmir.inference.resample`), crop to the brain,
+normalize with the model's stored parameters, sliding-window probabilities
+(MONAI, Gaussian blending), lesions (one class each), then everything is
+written back on the input's own grid and affine, with the working grid
+recorded in the dseg's JSON sidecar. A subject's files are rendered in
+memory first and then moved into place together, so they are all there or
+none is; a failing subject is reported and the others go on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -32,6 +35,7 @@ from deepmir.inference.lesions import (
     voxel_spacing,
 )
 from deepmir.inference.orientation import Reorientation
+from deepmir.inference.resample import Resampler, instances_backward
 from deepmir.inference.sliding import predict_probabilities
 from deepmir.io.atomic import atomic_group, nifti_image, write_json, write_text
 from deepmir.io.bids import SubjectRef, find_subjects
@@ -93,12 +97,28 @@ class SubjectPrediction:
     lesions: Lesions  # input grid
     table: list[dict[str, Any]]
     subject: Subject
+    working_grid: Resampler  # RAS-reoriented input grid -> the grid the network ran on
+    sources: list[str]  # the input files, relative to the dataset root
 
 
 def predict_subject(
-    root: Path, ref: SubjectRef, model: LoadedModel, post: PostProcessing
+    root: Path,
+    ref: SubjectRef,
+    model: LoadedModel,
+    post: PostProcessing,
+    log: Callable[[str], None] | None = None,
 ) -> SubjectPrediction:
-    """Everything for one subject, in memory (raises SubjectDataError / ModelError)."""
+    """Everything for one subject, in memory (raises SubjectDataError / ModelError).
+
+    The network runs on the working grid (:mod:`deepmir.inference.resample`):
+    the RAS-reoriented input at the model's voxel size; the brain crop,
+    normalization, sliding window and lesion post-processing (minimum sizes in
+    voxels, elongation) happen there, as in training. Lesions come back to the
+    input grid by nearest neighbour with every lesion kept
+    (:func:`instances_backward`), probabilities linearly. An input already at
+    the model's voxel size (within 10%) is not resampled at all. ``log``
+    receives a warning when the input voxel size is far from the working grid.
+    """
     card = model.card
     available = {
         m: ref.modality_path(root, m)
@@ -115,9 +135,14 @@ def predict_subject(
     subject = load_subject(root, ref, wanted)
     shape = subject.shape
     orient = Reorientation.of(subject.affine, shape)
-    images = {m: orient.forward(v) for m, v in subject.images.items()}
+    ras = {m: orient.forward(v) for m, v in subject.images.items()}
+    grid = Resampler.of(orient.ras_affine, next(iter(ras.values())).shape, card.working_spacing_mm)
+    warning = grid.voxel_size_warning()
+    if warning is not None and log is not None:
+        log(f"{ref}: {warning}")
+    images = {m: grid.forward(v, 1) for m, v in ras.items()}
     mask = (
-        orient.forward(subject.brain_mask).astype(bool)
+        grid.forward(orient.forward(subject.brain_mask).astype(bool), 1)
         if subject.brain_mask is not None
         else brain_mask_from({m: images[m] for m in card.modalities})
     )
@@ -128,47 +153,78 @@ def predict_subject(
     probabilities = np.zeros((len(LABELS), *mask.shape), np.float32)
     probabilities[0] = 1.0
     probabilities[(slice(None), *box)] = prob_crop
-    lesions = lesions_from_probabilities(probabilities, post, voxel_spacing(orient.ras_affine))
+    lesions = lesions_from_probabilities(probabilities, post, voxel_spacing(grid.target_affine))
+    instances = orient.backward(instances_backward(lesions.instances, grid))
+    classes = np.concatenate([[0], lesions.labels]).astype(np.uint8)
     back = Lesions(
-        dseg=orient.backward(lesions.dseg),
-        instances=orient.backward(lesions.instances),
+        dseg=orient.backward(lesions.dseg) if grid.identity else classes[instances],
+        instances=instances,
         labels=lesions.labels,
         probability=lesions.probability,
     )
+    working = None if grid.identity else (lesions.instances, grid.target_affine)
     return SubjectPrediction(
         ref=ref,
         dseg=back.dseg,
-        probabilities=orient.backward(probabilities),
+        probabilities=orient.backward(grid.backward(probabilities, 1)),
         lesions=back,
-        table=lesion_table(back, subject.affine, subject.images.get("qsm")),
+        table=lesion_table(back, subject.affine, subject.images.get("qsm"), working),
         subject=subject,
+        working_grid=grid,
+        sources=sorted(_relative(p, root) for p in subject.paths.values()),
     )
 
 
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def lesion_table(
-    lesions: Lesions, affine: npt.NDArray[np.float64], qsm: npt.NDArray[np.float32] | None
+    lesions: Lesions,
+    affine: npt.NDArray[np.float64],
+    qsm: npt.NDArray[np.float32] | None,
+    working: tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per lesion, the contract's columns (centroids on the input grid)."""
-    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    """One row per lesion, the contract's columns; ``lesions``, ``affine`` and
+    ``qsm`` on the input grid.
+
+    ``working``: the lesion instances on the working grid the network ran on
+    and that grid's affine, when it is not the input grid. Centroids and
+    volumes are then measured there (a lesion of a few working voxels may
+    cover one coarse input voxel: counting input voxels would misstate its
+    volume by up to the input voxel's size) and the centroid is given in the
+    input's continuous voxel coordinates (mapped through the two affines) and
+    in scanner mm. ``chi_ppm`` is always the mean of the **measured** input QSM
+    over the lesion's voxels of the input grid (the voxels written in the
+    dseg), not of an interpolated QSM; ``chi_volume_ppm_mm3`` is that mean
+    times ``volume_mm3``.
+    """
     rows: list[dict[str, Any]] = []
     n = len(lesions.labels)
     if n == 0:
         return rows
-    ids = lesions.instances.ravel()
-    inside = ids > 0
-    counts = np.bincount(ids[inside], minlength=n + 1)
-    coords = np.indices(lesions.instances.shape).reshape(3, -1)[:, inside]
-    sums = np.stack([np.bincount(ids[inside], weights=c, minlength=n + 1) for c in coords])
-    chi_sum = (
-        np.bincount(ids[inside], weights=qsm.ravel()[inside], minlength=n + 1)
-        if qsm is not None
-        else None
-    )
+    measured_on, measured_affine = working if working is not None else (lesions.instances, affine)
+    counts, centroids = _counts_and_centroids(measured_on, n)
+    voxel_mm3 = float(abs(np.linalg.det(measured_affine[:3, :3])))
+    chi: list[float | None] = [None] * (n + 1)
+    if qsm is not None:
+        ids = lesions.instances.ravel()
+        inside = ids > 0
+        n_input = np.bincount(ids[inside], minlength=n + 1)
+        chi_sum = np.bincount(ids[inside], weights=qsm.ravel()[inside], minlength=n + 1)
+        chi = [float(c / k) if k > 0 else None for c, k in zip(chi_sum, n_input, strict=True)]
     for k in range(1, n + 1):
-        centroid = sums[:, k] / counts[k]
-        xyz = affine[:3, :3] @ centroid + affine[:3, 3]
+        xyz = measured_affine[:3, :3] @ centroids[k] + measured_affine[:3, 3]
+        centroid = (
+            np.linalg.solve(affine[:3, :3], xyz - affine[:3, 3])
+            if working is not None
+            else centroids[k]
+        )
         volume = counts[k] * voxel_mm3
-        chi = float(chi_sum[k] / counts[k]) if chi_sum is not None else None
+        mean_chi = chi[k]
         rows.append(
             {
                 "lesion_id": k,
@@ -182,12 +238,24 @@ def lesion_table(
                 "z": round(float(xyz[2]), 2),
                 "volume_mm3": round(volume, 2),
                 "probability": round(float(lesions.probability[k - 1]), 3),
-                "chi_ppm": None if chi is None else round(chi, 4),
-                "chi_volume_ppm_mm3": None if chi is None else round(chi * volume, 3),
+                "chi_ppm": None if mean_chi is None else round(mean_chi, 4),
+                "chi_volume_ppm_mm3": None if mean_chi is None else round(mean_chi * volume, 3),
                 "region": "n/a",  # needs a registration to an atlas: not done
             }
         )
     return rows
+
+
+def _counts_and_centroids(
+    instances: npt.NDArray[np.int32], n: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Voxel count and centroid (voxel coordinates) of lesions 1..n (index 0 unused)."""
+    ids = instances.ravel()
+    inside = ids > 0
+    counts = np.bincount(ids[inside], minlength=n + 1)
+    coords = np.indices(instances.shape).reshape(3, -1)[:, inside]
+    sums = np.stack([np.bincount(ids[inside], weights=c, minlength=n + 1) for c in coords])
+    return counts, (sums / np.maximum(counts, 1)).T
 
 
 def lesions_tsv(rows: list[dict[str, Any]]) -> str:
@@ -202,6 +270,7 @@ def output_paths(out: Path, ref: SubjectRef) -> dict[str, Path]:
     p = ref.prefix
     paths = {
         "dseg": anat / f"{p}_desc-deepmir_dseg.nii.gz",
+        "dseg-json": anat / f"{p}_desc-deepmir_dseg.json",
         "lesions": anat / f"{p}_desc-deepmir_lesions.tsv",
         "report": anat / f"{p}_desc-deepmir_report.html",
     }
@@ -222,11 +291,13 @@ def write_subject(
     """
     paths = output_paths(out, prediction.ref)
     affine = prediction.subject.affine
-    names = ["dseg", "lesions"] + (["report"] if report_html is not None else [])
+    names = ["dseg", "dseg-json", "lesions"] + (["report"] if report_html is not None else [])
     if save_probabilities:
         names += [f"prob-{label}" for label in LESION_CLASSES]
     with atomic_group() as stage:
         nib.save(nifti_image(prediction.dseg, affine, np.uint8), stage(paths["dseg"]))
+        sidecar = json.dumps(dseg_sidecar(prediction), indent=2) + "\n"
+        stage(paths["dseg-json"]).write_text(sidecar)
         if save_probabilities:
             for label in LESION_CLASSES:
                 image = nifti_image(prediction.probabilities[label], affine, np.float32)
@@ -235,6 +306,18 @@ def write_subject(
         if report_html is not None:
             stage(paths["report"]).write_text(report_html)
     return [paths[n] for n in names]
+
+
+def dseg_sidecar(prediction: SubjectPrediction) -> dict[str, Any]:
+    """The dseg's BIDS JSON sidecar: what it is, from which files, and the working
+    grid the network ran on (:meth:`Resampler.to_dict`)."""
+    return {
+        "Description": "deepmir lesion segmentation (labels in dseg.tsv) on the input's own "
+        "grid and affine; the network ran on WorkingGrid (the RAS-reoriented input "
+        "resampled to the model's voxel size) and the lesions were put back on the input grid",
+        "Sources": prediction.sources,
+        "WorkingGrid": prediction.working_grid.to_dict(),
+    }
 
 
 @dataclass
@@ -289,7 +372,7 @@ def predict_dataset(
     counts: dict[str, dict[str, int]] = {}
     for ref in tqdm(refs, desc="predict", unit="subject", disable=not progress):
         try:
-            prediction = predict_subject(root, ref, loaded, post)
+            prediction = predict_subject(root, ref, loaded, post, log)
             html = subject_report(prediction, loaded.name) if report else None
             written[str(ref)] = write_subject(out, prediction, html, save_probabilities)
             counts[str(ref)] = {

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from deepmir import __version__
 from deepmir.inference.lesions import PostProcessing
+from deepmir.inference.resample import WORKING_SPACING_MM
 from deepmir.io.atomic import atomic_path, write_json
 from deepmir.io.bids import MODALITY_SUFFIX
 from deepmir.labels import LABELS
@@ -45,6 +46,9 @@ class ModelCard:
     labels: dict[int, str] = field(default_factory=lambda: dict(LABELS))
     deepmir_version: str = __version__
     weights_sha256: str = ""
+    #: voxel size (mm) of the images the network was trained on: predict resamples
+    #: every input to it (:mod:`deepmir.inference.resample`); configs without it are 1 mm
+    working_spacing_mm: float = WORKING_SPACING_MM
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -56,6 +60,7 @@ class ModelCard:
             "normalization": self.normalization.to_dict(),
             "modalities": list(self.modalities),
             "patch_size": list(self.patch_size),
+            "working_spacing_mm": self.working_spacing_mm,
             "seed": self.seed,
             "post_processing": self.post.to_dict(),
             "training": self.training,
@@ -77,6 +82,7 @@ class ModelCard:
             labels={int(k): v for k, v in d["labels"].items()},
             deepmir_version=d.get("deepmir_version", "unknown"),
             weights_sha256=d["weights_sha256"],
+            working_spacing_mm=float(d.get("working_spacing_mm", WORKING_SPACING_MM)),
         )
 
 

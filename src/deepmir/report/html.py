@@ -89,6 +89,8 @@ def _tiles(prediction: SubjectPrediction) -> str:
     cards = []
     for row in order:
         lesion = instances == row["lesion_id"]
+        if not lesion.any():  # lost on a coarse input grid (another lesion holds its voxel)
+            continue
         i, j, k = (int(round(c)) for c in np.argwhere(lesion).mean(axis=0))
         centre = (i, j, k)
         label = row["label"]

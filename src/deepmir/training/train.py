@@ -291,6 +291,8 @@ def train_on_subjects(
         patch_size=config.patch_size,
         seed=config.seed,
         post=post,
+        # the voxel size the network saw, the working grid predict resamples to
+        working_spacing_mm=float(np.median([voxel_spacing(s.affine) for s in train + val])),
         training={
             "config": config.to_dict(),
             "subjects": [s.name for s in train],
