@@ -10,6 +10,8 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
+from deepmir.inference.orientation import Reorientation
+from deepmir.inference.resample import WORKING_SPACING_MM, Resampler, instances_forward
 from deepmir.io.bids import SubjectRef, find_subjects
 from deepmir.io.loader import SubjectDataError, load_subject
 from deepmir.model.preprocess import (
@@ -43,8 +45,53 @@ class RawSubject:
     affine: npt.NDArray[np.float64]
 
 
-def read_annotated(data: str | Path, modalities: tuple[str, ...]) -> list[RawSubject]:
-    """Read every subject of a simulated BIDS dataset with its reference labels."""
+def to_working_grid(
+    images: dict[str, npt.NDArray[np.float32]],
+    mask: npt.NDArray[np.bool_] | None,
+    labels: tuple[npt.NDArray[np.uint8], npt.NDArray[np.int16]] | None,
+    affine: npt.NDArray[np.float64],
+    spacing_mm: float | None = None,
+) -> tuple[
+    dict[str, npt.NDArray[np.float32]],
+    npt.NDArray[np.bool_] | None,
+    tuple[npt.NDArray[np.uint8], npt.NDArray[np.int16]] | None,
+    npt.NDArray[np.float64],
+]:
+    """Images, mask and reference labels reoriented to RAS and resampled to the
+    working grid, the same way predict does (:mod:`deepmir.inference.resample`).
+
+    ``spacing_mm=None``: 1 mm (:data:`WORKING_SPACING_MM`), except for data
+    whose voxels are all 1.5 mm or coarser (the 2 mm test phantoms), which
+    keep their own voxel size. Labels go through :func:`instances_forward`
+    (every lesion keeps a voxel) and each instance keeps its class.
+    """
+    shape = next(iter(images.values())).shape
+    orient = Reorientation.of(affine, shape)
+    ras = {m: orient.forward(v) for m, v in images.items()}
+    sizes = nib.affines.voxel_sizes(orient.ras_affine)
+    if spacing_mm is None:
+        spacing_mm = WORKING_SPACING_MM if sizes.min() < 1.5 else float(np.median(sizes))
+    grid = Resampler.of(orient.ras_affine, ras[next(iter(ras))].shape, spacing_mm)
+    out = {m: grid.forward(v, 1).astype(np.float32) for m, v in ras.items()}
+    mask_w = None if mask is None else grid.forward(orient.forward(mask), 1).astype(bool)
+    labels_w = None
+    if labels is not None:
+        dseg, instances = (orient.forward(x) for x in labels)
+        if instances.any():
+            inst_w = instances_forward(instances, grid)
+            lut = np.zeros(int(instances.max()) + 1, np.uint8)
+            lut[instances[instances > 0]] = dseg[instances > 0]
+            labels_w = (lut[inst_w], inst_w.astype(np.int16))
+        else:
+            labels_w = (grid.forward(dseg, 0), grid.forward(instances, 0))
+    return out, mask_w, labels_w, grid.target_affine
+
+
+def read_annotated(
+    data: str | Path, modalities: tuple[str, ...], spacing_mm: float | None = None
+) -> list[RawSubject]:
+    """Read every subject of a simulated BIDS dataset with its reference labels,
+    on the working grid (:func:`to_working_grid`)."""
     data = Path(data)
     out = []
     refs = find_subjects(data)
@@ -68,7 +115,11 @@ def read_annotated(data: str | Path, modalities: tuple[str, ...]) -> list[RawSub
             if subject.brain_mask is not None
             else brain_mask_from(subject.images)
         )
-        out.append(RawSubject(ref, subject.images, mask, dseg, instances, subject.affine))
+        images, mask_w, labels, affine = to_working_grid(
+            subject.images, mask, (dseg, instances), subject.affine, spacing_mm
+        )
+        assert mask_w is not None and labels is not None
+        out.append(RawSubject(ref, images, mask_w, labels[0], labels[1], affine))
     return out
 
 
