@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from deepmir import __version__
+from deepmir.inference.calibration import Calibration
 from deepmir.inference.lesions import (
     Lesions,
     PostProcessing,
@@ -57,6 +58,7 @@ LESION_COLUMNS = [
     "region",
     "name",
     "chi_volume_ppm_mm3",
+    "score",  # the raw lesion score; probability is calibrated when the model is
 ]
 
 
@@ -73,13 +75,15 @@ class LoadedModel:
 
 def choose_model(model: str | Path, root: Path, refs: list[SubjectRef]) -> LoadedModel:
     """``default``: the shipped model with the most modalities that every selected
-    subject has (by file presence); otherwise a model folder."""
+    subject has (by file presence; a model's optional modalities may be absent);
+    otherwise a model folder."""
     if str(model) != "default":
         net, card = load_model(model)
         return LoadedModel(net, card, str(model))
     for name in SHIPPED_MODELS:
         net, card = load_model(shipped_model_dir(name))
-        if all(ref.modality_path(root, m).exists() for ref in refs for m in card.modalities):
+        needed = card.required_modalities
+        if all(ref.modality_path(root, m).exists() for ref in refs for m in needed):
             return LoadedModel(net, card, f"default ({name})")
     # nothing fits everybody: take the smallest; subjects missing a modality get its error
     return LoadedModel(net, card, f"default ({SHIPPED_MODELS[-1]})")
@@ -108,7 +112,7 @@ def predict_subject(
     try:
         check_modalities(card, available)
     except ModelError as exc:
-        missing = [m for m in card.modalities if m not in available]
+        missing = [m for m in card.required_modalities if m not in available]
         raise SubjectDataError(ref.modality_path(root, missing[0]), str(exc)) from exc
     # the model's modalities, plus QSM when present for the lesion table's chi
     wanted = tuple(m for m in available if m in card.modalities or m == "qsm")
@@ -116,13 +120,16 @@ def predict_subject(
     shape = subject.shape
     orient = Reorientation.of(subject.affine, shape)
     images = {m: orient.forward(v) for m, v in subject.images.items()}
+    present = {m: images[m] for m in card.modalities if m in images}
     mask = (
         orient.forward(subject.brain_mask).astype(bool)
         if subject.brain_mask is not None
-        else brain_mask_from({m: images[m] for m in card.modalities})
+        else brain_mask_from(present)
     )
     box = brain_box(mask, 4)
-    image = normalize({m: images[m] for m in card.modalities}, mask, card.normalization)
+    # a missing optional modality (modality dropout) enters as zeros after normalization
+    absent = [m for m in card.modalities if m not in present]
+    image = normalize(present, mask, card.normalization, absent=absent)
     crop = np.ascontiguousarray(image[(slice(None), *box)])
     prob_crop = predict_probabilities(model.net, crop, card.patch_size)
     probabilities = np.zeros((len(LABELS), *mask.shape), np.float32)
@@ -140,15 +147,20 @@ def predict_subject(
         dseg=back.dseg,
         probabilities=orient.backward(probabilities),
         lesions=back,
-        table=lesion_table(back, subject.affine, subject.images.get("qsm")),
+        table=lesion_table(back, subject.affine, subject.images.get("qsm"), card.calibration),
         subject=subject,
     )
 
 
 def lesion_table(
-    lesions: Lesions, affine: npt.NDArray[np.float64], qsm: npt.NDArray[np.float32] | None
+    lesions: Lesions,
+    affine: npt.NDArray[np.float64],
+    qsm: npt.NDArray[np.float32] | None,
+    calibration: Calibration | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per lesion, the contract's columns (centroids on the input grid)."""
+    """One row per lesion, the contract's columns (centroids on the input grid);
+    ``probability`` is the calibrated one when a calibration is given, ``score``
+    the raw mean class probability."""
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
     rows: list[dict[str, Any]] = []
     n = len(lesions.labels)
@@ -163,6 +175,11 @@ def lesion_table(
         np.bincount(ids[inside], weights=qsm.ravel()[inside], minlength=n + 1)
         if qsm is not None
         else None
+    )
+    probability = (
+        calibration.apply(lesions.labels, lesions.probability)
+        if calibration is not None
+        else lesions.probability
     )
     for k in range(1, n + 1):
         centroid = sums[:, k] / counts[k]
@@ -181,7 +198,8 @@ def lesion_table(
                 "y": round(float(xyz[1]), 2),
                 "z": round(float(xyz[2]), 2),
                 "volume_mm3": round(volume, 2),
-                "probability": round(float(lesions.probability[k - 1]), 3),
+                "probability": round(float(probability[k - 1]), 3),
+                "score": round(float(lesions.probability[k - 1]), 3),
                 "chi_ppm": None if chi is None else round(chi, 4),
                 "chi_volume_ppm_mm3": None if chi is None else round(chi * volume, 3),
                 "region": "n/a",  # needs a registration to an atlas: not done
