@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "predict": "predict",
     "tune": "tune",
+    "calibrate": "calibrate",
     "cv": "cv",
     "ablate": "ablate",
     "demo": "demo",

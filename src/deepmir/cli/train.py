@@ -20,13 +20,43 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="MINUTES",
-        help="stop after this many minutes (best checkpoint kept)",
+        help="stop after this many minutes of training: the model (best checkpoint) and "
+        "the resume state are written, --resume continues",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run whose state is in OUT/resume/ (same options; starts afresh "
+        "when there is none)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=250,
+        metavar="N",
+        help="write the resume state every N iterations",
+    )
+    p.add_argument(
+        "--modality-dropout",
+        default="",
+        metavar="M=P,...",
+        help="per training patch, replace modality M by zeros with probability P "
+        "(e.g. t2w=0.5,qsm=0.3; never swi): the model then serves subjects without M",
     )
     p.add_argument("--patch", type=int, default=64, help="cubic patch size (multiple of 32)")
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--val-every", type=int, default=200)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule"
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start from this model folder's weights (fine-tuning; 'default' = the shipped "
+        "t2w-swi-qsm model)",
+    )
     return p
 
 
@@ -36,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from deepmir.io.bids import parse_modalities
     from deepmir.io.loader import SubjectDataError
     from deepmir.model.network import NetworkConfig
+    from deepmir.training.resume import ResumeError
     from deepmir.training.train import TrainConfig, train_model
 
     console = Console()
@@ -48,23 +79,62 @@ def run(args: argparse.Namespace) -> int:
     if args.patch % network.divisor:
         console.print(f"[red]error:[/red] --patch must be a multiple of {network.divisor}")
         return 2
-    config = TrainConfig(
-        modalities=modalities,
-        network=network,
-        patch_size=(args.patch,) * 3,
-        batch_size=args.batch_size,
-        iterations=args.iterations,
-        time_budget_s=None if args.time_budget is None else args.time_budget * 60,
-        val_every=args.val_every,
-        seed=args.seed,
-    )
     try:
-        result = train_model(args.data, args.out, config, val_fraction=args.val_fraction)
-    except SubjectDataError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        config = TrainConfig(
+            modalities=modalities,
+            network=network,
+            patch_size=(args.patch,) * 3,
+            batch_size=args.batch_size,
+            iterations=args.iterations,
+            init_from=_init_path(args.init),
+            learning_rate=args.learning_rate,
+            time_budget_s=None if args.time_budget is None else args.time_budget * 60,
+            val_every=args.val_every,
+            seed=args.seed,
+            checkpoint_every=args.checkpoint_every,
+            modality_dropout=parse_dropout(args.modality_dropout),
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    try:
+        result = train_model(
+            args.data, args.out, config, val_fraction=args.val_fraction, resume=args.resume
+        )
+    except (SubjectDataError, ResumeError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     console.print(f"model written to {args.out} (sha256 {result.card.weights_sha256[:12]}...)")
+    if not result.complete:
+        console.print(
+            f"stopped by the time budget after {len(result.losses)} of {config.iterations} "
+            f"iterations; continue with the same command and --resume"
+        )
     if result.val_f1:
         best = max(result.val_f1, key=lambda t: t[1])
         console.print(f"best validation lesion F1 {best[1]:.3f} at iteration {best[0]}")
     return 0
+
+
+def parse_dropout(text: str) -> dict[str, float]:
+    """``t2w=0.5,qsm=0.3`` -> ``{"t2w": 0.5, "qsm": 0.3}`` (empty text: no dropout)."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip().lower()] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"--modality-dropout: expected MODALITY=PROBABILITY, got {item!r}"
+            ) from None
+    return out
+
+
+def _init_path(init: str | None) -> str | None:
+    if init != "default":
+        return init
+    from deepmir.inference.predict import shipped_model_dir
+
+    return str(shipped_model_dir("t2w-swi-qsm"))

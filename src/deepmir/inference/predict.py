@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from deepmir import __version__
+from deepmir.inference.calibration import Calibration
 from deepmir.inference.lesions import (
     Lesions,
     PostProcessing,
@@ -61,6 +62,7 @@ LESION_COLUMNS = [
     "region",
     "name",
     "chi_volume_ppm_mm3",
+    "score",  # the raw lesion score; probability is calibrated when the model is
 ]
 
 
@@ -77,13 +79,15 @@ class LoadedModel:
 
 def choose_model(model: str | Path, root: Path, refs: list[SubjectRef]) -> LoadedModel:
     """``default``: the shipped model with the most modalities that every selected
-    subject has (by file presence); otherwise a model folder."""
+    subject has (by file presence; a model's optional modalities may be absent);
+    otherwise a model folder."""
     if str(model) != "default":
         net, card = load_model(model)
         return LoadedModel(net, card, str(model))
     for name in SHIPPED_MODELS:
         net, card = load_model(shipped_model_dir(name))
-        if all(ref.modality_path(root, m).exists() for ref in refs for m in card.modalities):
+        needed = card.required_modalities
+        if all(ref.modality_path(root, m).exists() for ref in refs for m in needed):
             return LoadedModel(net, card, f"default ({name})")
     # nothing fits everybody: take the smallest; subjects missing a modality get its error
     return LoadedModel(net, card, f"default ({SHIPPED_MODELS[-1]})")
@@ -128,7 +132,7 @@ def predict_subject(
     try:
         check_modalities(card, available)
     except ModelError as exc:
-        missing = [m for m in card.modalities if m not in available]
+        missing = [m for m in card.required_modalities if m not in available]
         raise SubjectDataError(ref.modality_path(root, missing[0]), str(exc)) from exc
     # the model's modalities, plus QSM when present for the lesion table's chi
     wanted = tuple(m for m in available if m in card.modalities or m == "qsm")
@@ -141,13 +145,16 @@ def predict_subject(
     if warning is not None and log is not None:
         log(f"{ref}: {warning}")
     images = {m: grid.forward(v, 1) for m, v in ras.items()}
+    present = {m: images[m] for m in card.modalities if m in images}
     mask = (
         grid.forward(orient.forward(subject.brain_mask).astype(bool), 1)
         if subject.brain_mask is not None
-        else brain_mask_from({m: images[m] for m in card.modalities})
+        else brain_mask_from(present)
     )
     box = brain_box(mask, 4)
-    image = normalize({m: images[m] for m in card.modalities}, mask, card.normalization)
+    # a missing optional modality (modality dropout) enters as zeros after normalization
+    absent = [m for m in card.modalities if m not in present]
+    image = normalize(present, mask, card.normalization, absent=absent)
     crop = np.ascontiguousarray(image[(slice(None), *box)])
     prob_crop = predict_probabilities(model.net, crop, card.patch_size)
     probabilities = np.zeros((len(LABELS), *mask.shape), np.float32)
@@ -168,7 +175,9 @@ def predict_subject(
         dseg=back.dseg,
         probabilities=orient.backward(grid.backward(probabilities, 1)),
         lesions=back,
-        table=lesion_table(back, subject.affine, subject.images.get("qsm"), working),
+        table=lesion_table(
+            back, subject.affine, subject.images.get("qsm"), working, card.calibration
+        ),
         subject=subject,
         working_grid=grid,
         sources=sorted(_relative(p, root) for p in subject.paths.values()),
@@ -187,6 +196,7 @@ def lesion_table(
     affine: npt.NDArray[np.float64],
     qsm: npt.NDArray[np.float32] | None,
     working: tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]] | None = None,
+    calibration: Calibration | None = None,
 ) -> list[dict[str, Any]]:
     """One row per lesion, the contract's columns; ``lesions``, ``affine`` and
     ``qsm`` on the input grid.
@@ -200,7 +210,8 @@ def lesion_table(
     in scanner mm. ``chi_ppm`` is always the mean of the **measured** input QSM
     over the lesion's voxels of the input grid (the voxels written in the
     dseg), not of an interpolated QSM; ``chi_volume_ppm_mm3`` is that mean
-    times ``volume_mm3``.
+    times ``volume_mm3``. ``probability`` is the calibrated one when a
+    calibration is given, ``score`` the raw mean class probability.
     """
     rows: list[dict[str, Any]] = []
     n = len(lesions.labels)
@@ -216,6 +227,11 @@ def lesion_table(
         n_input = np.bincount(ids[inside], minlength=n + 1)
         chi_sum = np.bincount(ids[inside], weights=qsm.ravel()[inside], minlength=n + 1)
         chi = [float(c / k) if k > 0 else None for c, k in zip(chi_sum, n_input, strict=True)]
+    probability = (
+        calibration.apply(lesions.labels, lesions.probability)
+        if calibration is not None
+        else lesions.probability
+    )
     for k in range(1, n + 1):
         xyz = measured_affine[:3, :3] @ centroids[k] + measured_affine[:3, 3]
         centroid = (
@@ -237,7 +253,8 @@ def lesion_table(
                 "y": round(float(xyz[1]), 2),
                 "z": round(float(xyz[2]), 2),
                 "volume_mm3": round(volume, 2),
-                "probability": round(float(lesions.probability[k - 1]), 3),
+                "probability": round(float(probability[k - 1]), 3),
+                "score": round(float(lesions.probability[k - 1]), 3),
                 "chi_ppm": None if mean_chi is None else round(mean_chi, 4),
                 "chi_volume_ppm_mm3": None if mean_chi is None else round(mean_chi * volume, 3),
                 "region": "n/a",  # needs a registration to an atlas: not done

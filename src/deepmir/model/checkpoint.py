@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from deepmir import __version__
+from deepmir.inference.calibration import Calibration
 from deepmir.inference.lesions import PostProcessing
 from deepmir.inference.resample import WORKING_SPACING_MM
 from deepmir.io.atomic import atomic_path, write_json
@@ -49,16 +50,26 @@ class ModelCard:
     #: voxel size (mm) of the images the network was trained on: predict resamples
     #: every input to it (:mod:`deepmir.inference.resample`); configs without it are 1 mm
     working_spacing_mm: float = WORKING_SPACING_MM
+    #: modalities the model was trained to do without (modality dropout): a
+    #: subject may lack them, their channels are then fed as zeros
+    optional_modalities: tuple[str, ...] = ()
+    #: lesion score -> probability that the lesion is real; None: the raw score
+    calibration: Calibration | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.normalization.modalities
+
+    @property
+    def required_modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in self.modalities if m not in self.optional_modalities)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "network": self.network.to_dict(),
             "normalization": self.normalization.to_dict(),
             "modalities": list(self.modalities),
+            "optional_modalities": list(self.optional_modalities),
             "patch_size": list(self.patch_size),
             "working_spacing_mm": self.working_spacing_mm,
             "seed": self.seed,
@@ -68,6 +79,7 @@ class ModelCard:
             "deepmir_version": self.deepmir_version,
             "weights_file": WEIGHTS,
             "weights_sha256": self.weights_sha256,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     @staticmethod
@@ -83,6 +95,8 @@ class ModelCard:
             deepmir_version=d.get("deepmir_version", "unknown"),
             weights_sha256=d["weights_sha256"],
             working_spacing_mm=float(d.get("working_spacing_mm", WORKING_SPACING_MM)),
+            optional_modalities=tuple(d.get("optional_modalities", ())),
+            calibration=Calibration.from_dict(d["calibration"]) if d.get("calibration") else None,
         )
 
 
@@ -132,11 +146,19 @@ def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, ModelCard]:
 
 
 def check_modalities(card: ModelCard, available: dict[str, Path]) -> None:
-    """Clear error naming the modality (and file) a subject lacks for this model."""
-    missing = [m for m in card.modalities if m not in available]
+    """Clear error naming the modality (and file) a subject lacks for this model
+    (its optional modalities may be missing)."""
+    missing = [m for m in card.required_modalities if m not in available]
     if missing:
         names = ", ".join(f"{m} (*_{MODALITY_SUFFIX[m]}.nii.gz)" for m in missing)
-        raise ModelError(f"the model needs {', '.join(card.modalities)}; missing: {names}")
+        optional = (
+            f" (optional: {', '.join(card.optional_modalities)})"
+            if card.optional_modalities
+            else ""
+        )
+        raise ModelError(
+            f"the model needs {', '.join(card.required_modalities)}{optional}; missing: {names}"
+        )
 
 
 def _patch_size(values: list[int]) -> tuple[int, int, int]:

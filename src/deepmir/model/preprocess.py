@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +42,11 @@ class Normalization:
         for m in self.modalities:
             out.extend(("qsm+", "qsm-") if m == "qsm" else (m,))
         return tuple(out)
+
+    def channel_indices(self, modality: str) -> tuple[int, ...]:
+        """Indices in :attr:`channels` of one modality's channels (two for QSM)."""
+        names = ("qsm+", "qsm-") if modality == "qsm" else (modality,)
+        return tuple(i for i, c in enumerate(self.channels) if c in names)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Normalization:
@@ -72,12 +78,20 @@ def brain_mask_from(images: dict[str, FloatArray]) -> npt.NDArray[np.bool_]:
 
 
 def normalize(
-    images: dict[str, FloatArray], mask: npt.NDArray[np.bool_], norm: Normalization
+    images: dict[str, FloatArray],
+    mask: npt.NDArray[np.bool_],
+    norm: Normalization,
+    absent: Collection[str] = (),
 ) -> FloatArray:
     """Stack the model's input channels (:attr:`Normalization.channels`) into a
-    (C, I, J, K) float32 array."""
+    (C, I, J, K) float32 array; the channels of ``absent`` modalities (a model's
+    optional modalities that a subject lacks) are zeros, as in modality dropout."""
     channels: list[FloatArray] = []
     for modality in norm.modalities:
+        if modality in absent:
+            zeros = np.zeros(mask.shape, np.float32)
+            channels.extend([zeros] * len(norm.channel_indices(modality)))
+            continue
         x = images[modality].astype(np.float32)
         if modality == "qsm":
             q = np.where(mask, x / norm.qsm_scale_ppm, 0.0)

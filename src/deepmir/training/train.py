@@ -14,6 +14,7 @@ checkpoint is chosen on validation **lesion** F1, computed with
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +42,18 @@ from deepmir.model.checkpoint import ModelCard, save_model
 from deepmir.model.network import NetworkConfig, build_network
 from deepmir.model.preprocess import Normalization
 from deepmir.training.data import TrainingSubject, fit, prepare, read_annotated
-from deepmir.training.sampling import candidate_centres, extract_patch, sample_centres
+from deepmir.training.provider import PatchProvider, SubjectPatches, drop_modalities
+from deepmir.training.resume import (
+    RESUME_DIR,
+    ResumeError,
+    ResumeState,
+    clear_resume,
+    config_differences,
+    load_resume,
+    read_resume_json,
+    resume_exists,
+    save_resume,
+)
 
 
 @dataclass(frozen=True)
@@ -65,11 +77,39 @@ class TrainConfig:
     lesion_ce_weight: float = 10.0
     #: choose threshold and minimum lesion size on the validation subjects after training
     tune_post: bool = True
+    #: write the resume state every this many iterations (when training into a folder)
+    checkpoint_every: int = 250
+    #: modality -> probability that a training patch has it replaced by zeros
+    #: (all its channels), so that one model serves subjects without it; never SWI
+    modality_dropout: dict[str, float] = field(default_factory=dict)
+    #: start from the weights of this model folder (same architecture and input
+    #: channels; fine-tuning), None: random initialization
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        for modality, p in self.modality_dropout.items():
+            if modality == "swi":
+                raise ValueError("modality dropout: SWI is never dropped")
+            if modality not in self.modalities:
+                raise ValueError(
+                    f"modality dropout: {modality} is not one of the modalities "
+                    f"({', '.join(self.modalities)})"
+                )
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"modality dropout: probability of {modality} must be in [0, 1]")
+
+    @property
+    def optional_modalities(self) -> tuple[str, ...]:
+        """Modalities the model learns to do without (dropped with probability > 0)."""
+        return tuple(m for m in self.modalities if self.modality_dropout.get(m, 0.0) > 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["network"] = self.network.to_dict()
         d["post"] = self.post.to_dict()
+        d["modality_dropout"] = dict(self.modality_dropout)
         return d
 
     def targets(self, dseg: np.ndarray) -> np.ndarray:
@@ -85,28 +125,14 @@ class TrainResult:
     card: ModelCard
     losses: list[float]
     val_f1: list[tuple[int, float]]
+    #: False when the time budget stopped training before ``config.iterations``
+    complete: bool = True
 
 
 def set_deterministic(seed: int) -> None:
     """Seed everything and ask PyTorch for deterministic CPU kernels."""
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def _augment(
-    rng: np.random.Generator, image: np.ndarray, label: np.ndarray, channels: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Physically plausible: mirror flips (the dipole pattern is mirror-symmetric)
-    and gain/contrast changes of the arbitrary-unit channels; QSM keeps its ppm scale."""
-    for axis in range(3):
-        if rng.random() < 0.5:
-            image = np.flip(image, axis=axis + 1)
-            label = np.flip(label, axis=axis)
-    image = image.copy()
-    for c, name in enumerate(channels):
-        if not name.startswith("qsm"):
-            image[c] = image[c] * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
-    return image, label.copy()
 
 
 def _match(s: TrainingSubject, prob: np.ndarray, config: TrainConfig, post: PostProcessing) -> Any:
@@ -220,11 +246,32 @@ def train_on_subjects(
     norm: Normalization,
     config: TrainConfig,
     progress: bool = True,
+    provider: PatchProvider | None = None,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train from prepared subjects (used by ``train`` and ``cv``)."""
+    """Train from prepared subjects (used by ``train`` and ``cv``).
+
+    ``provider``: where the training patches come from (default: patches of
+    ``train``, :class:`~deepmir.training.provider.SubjectPatches`).
+    ``resume_dir``: write the resume state there every
+    ``config.checkpoint_every`` iterations and when the run ends (complete or
+    out of time); with ``resume``, continue from the state found there (a
+    missing state starts afresh; a state of another config is refused).
+    """
     set_deterministic(config.seed)
     rng = np.random.default_rng(config.seed)
     net = build_network(config.network, in_channels=len(norm.channels))
+    if config.init_from is not None:
+        from deepmir.model.checkpoint import ModelError, load_model
+
+        start_net, start_card = load_model(config.init_from)
+        if start_card.normalization.channels != norm.channels:
+            raise ModelError(
+                f"{config.init_from}: its input channels {start_card.normalization.channels} "
+                f"are not {norm.channels}"
+            )
+        net.load_state_dict(start_net.state_dict())
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=max(config.iterations, 2), pct_start=0.1
@@ -236,29 +283,78 @@ def train_on_subjects(
         ce = torch.nn.functional.cross_entropy(logits, target[:, 0], weight=ce_weight)
         return dice(logits, target) + ce
 
-    swi = norm.channels.index("swi") if "swi" in norm.channels else None
-    candidates = [candidate_centres(s, swi) for s in train]
-    targets = [config.targets(s.dseg) for s in train]
+    if provider is None:
+        provider = SubjectPatches(train, norm.channels, config.patch_size)
+    dropout_channels = {m: norm.channel_indices(m) for m in norm.modalities}
     losses: list[float] = []
     val_f1: list[tuple[int, float]] = []
-    best_state = None
+    best_state: dict[str, torch.Tensor] | None = None
     best = -1.0
+    done, runs, seconds_before = 0, 1, 0.0
+    names = [s.name for s in train]
+    if resume and resume_dir is not None and resume_exists(resume_dir):
+        state = load_resume(resume_dir)
+        _check_resumable(state, config, norm, names, Path(resume_dir))
+        net.load_state_dict(state.net)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        rng.bit_generator.state = state.numpy_rng
+        torch.set_rng_state(state.torch_rng)
+        if state.provider is not None and hasattr(provider, "load_state_dict"):
+            provider.load_state_dict(state.provider)
+        losses, val_f1, best_state = state.losses, state.val_f1, state.best_state
+        best = state.best_f1
+        done, runs, seconds_before = state.iteration, state.runs + 1, state.seconds
+    elif resume_dir is not None:
+        clear_resume(resume_dir)  # a fresh start: no stale state to resume by mistake
     start = time.perf_counter()
-    bar = tqdm(range(config.iterations), desc="train", unit="it", disable=not progress)
+
+    def checkpoint() -> None:
+        if resume_dir is None:
+            return
+        save_resume(
+            resume_dir,
+            ResumeState(
+                iteration=len(losses),
+                losses=losses,
+                val_f1=val_f1,
+                best_f1=best,
+                seconds=seconds_before + time.perf_counter() - start,
+                runs=runs,
+                config=config.to_dict(),
+                normalization=norm.to_dict(),
+                subjects=names,
+                numpy_rng=dict(rng.bit_generator.state),
+                scheduler=scheduler.state_dict(),
+                optimizer=optimizer.state_dict(),
+                net=net.state_dict(),
+                best_state=best_state,
+                torch_rng=torch.get_rng_state(),
+                provider=provider.state_dict() if hasattr(provider, "state_dict") else None,
+                complete=len(losses) >= config.iterations,
+            ),
+        )
+
+    stopped_early = False
+    bar = tqdm(
+        range(done, config.iterations),
+        desc="train",
+        unit="it",
+        disable=not progress,
+        initial=done,
+        total=config.iterations,
+    )
     for it in bar:
         net.train()
-        images, labels = [], []
-        for _ in range(config.batch_size):
-            k = int(rng.integers(len(train)))
-            centre = sample_centres(rng, candidates[k], 1)[0]
-            jitter = rng.integers(-config.patch_size[0] // 4, config.patch_size[0] // 4 + 1, 3)
-            img = extract_patch(train[k].image, centre, config.patch_size, jitter)
-            lab = extract_patch(targets[k], centre, config.patch_size, jitter)
-            img, lab = _augment(rng, img, lab, norm.channels)
-            images.append(img)
-            labels.append(lab[None])
-        x = torch.from_numpy(np.stack(images))
-        y = torch.from_numpy(np.stack(labels).astype(np.int64))
+        images, labels = provider.batch(rng, config.batch_size)
+        if images.shape[1] != len(norm.channels):
+            raise ValueError(
+                f"patch provider gave {images.shape[1]} channels, the model takes "
+                f"{len(norm.channels)} ({', '.join(norm.channels)})"
+            )
+        drop_modalities(rng, images, dropout_channels, config.modality_dropout)
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        y = torch.from_numpy(config.targets(labels)[:, None].astype(np.int64))
         optimizer.zero_grad()
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -269,7 +365,7 @@ def train_on_subjects(
         out_of_time = (
             config.time_budget_s is not None and time.perf_counter() - start > config.time_budget_s
         )
-        if val and ((it + 1) % config.val_every == 0 or last or out_of_time):
+        if val and ((it + 1) % config.val_every == 0 or last):
             f1 = validation_f1(net, val, config)
             val_f1.append((it + 1, f1))
             if f1 > best:
@@ -278,13 +374,27 @@ def train_on_subjects(
         bar.set_postfix(
             loss=f"{np.mean(losses[-20:]):.3f}", val_f1=f"{val_f1[-1][1]:.2f}" if val_f1 else "-"
         )
-        if out_of_time:
+        if (it + 1) % config.checkpoint_every == 0 or last or out_of_time:
+            checkpoint()
+        if out_of_time and not last:
+            stopped_early = True
             break
+    if done >= config.iterations and resume_dir is not None:
+        checkpoint()  # nothing left to run: refresh the state (run count, time)
+    if stopped_early and val and (not val_f1 or val_f1[-1][0] != len(losses)):
+        # the model written now gets a say on where training stopped; this
+        # validation is not in the resume state, so resuming is unaffected
+        f1 = validation_f1(net, val, config)
+        val_f1 = [*val_f1, (len(losses), f1)]
+        if f1 > best:
+            best = f1
+            best_state = {k: v.clone() for k, v in net.state_dict().items()}
     if best_state is not None:
         net.load_state_dict(best_state)
     post, tuned_f1 = config.post, None
     if val and config.tune_post:
         post, tuned_f1 = tune_post_processing(net, val, config)
+    complete = len(losses) >= config.iterations
     card = ModelCard(
         network=config.network,
         normalization=norm,
@@ -293,18 +403,43 @@ def train_on_subjects(
         post=post,
         # the voxel size the network saw, the working grid predict resamples to
         working_spacing_mm=float(np.median([voxel_spacing(s.affine) for s in train + val])),
+        optional_modalities=config.optional_modalities,
         training={
             "config": config.to_dict(),
-            "subjects": [s.name for s in train],
+            "subjects": names,
             "validation_subjects": [s.name for s in val],
             "iterations_run": len(losses),
+            "complete": complete,
+            "runs": runs,
+            "patch_provider": type(provider).__name__,
             "best_validation_lesion_f1": best if val else None,
             "tuned_post_processing": post.to_dict() if tuned_f1 is not None else None,
             "validation_lesion_f1_after_tuning": tuned_f1,
-            "seconds": round(time.perf_counter() - start, 1),
+            "seconds": round(seconds_before + time.perf_counter() - start, 1),
         },
     )
-    return TrainResult(net=net, card=card, losses=losses, val_f1=val_f1)
+    return TrainResult(net=net, card=card, losses=losses, val_f1=val_f1, complete=complete)
+
+
+def _check_resumable(
+    state: ResumeState,
+    config: TrainConfig,
+    norm: Normalization,
+    subjects: list[str],
+    directory: Path,
+) -> None:
+    """Refuse a resume state written for another recipe or other data."""
+    problems = config_differences(state.config, config.to_dict())
+    if state.normalization != json.loads(json.dumps(norm.to_dict())):
+        problems.append(f"normalization: {state.normalization} -> {norm.to_dict()}")
+    if state.subjects != subjects:
+        problems.append(f"training subjects: {state.subjects} -> {subjects}")
+    if problems:
+        raise ResumeError(
+            f"{directory}: the resume state was written by another training recipe; "
+            f"it differs in {'; '.join(problems)}. Use the same options (only the time "
+            "budget may change), or delete the folder to start over."
+        )
 
 
 def train_model(
@@ -313,8 +448,23 @@ def train_model(
     config: TrainConfig,
     val_fraction: float = 0.2,
     progress: bool = True,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train on a BIDS dataset with reference labels; save safetensors + config.json."""
+    """Train on a BIDS dataset with reference labels; save safetensors + config.json.
+
+    The resume state goes to ``<out>/resume/`` (:mod:`deepmir.training.resume`);
+    ``resume=True`` continues from it when it is there. Without ``resume``, an
+    unfinished state there is refused rather than overwritten. The model is
+    written when the iterations are complete, or when the time budget stops
+    training (``training.complete`` false; the resume state stays for the next run).
+    """
+    resume_dir = Path(out) / RESUME_DIR
+    if not resume and resume_exists(resume_dir):
+        if not read_resume_json(resume_dir).get("complete", False):
+            raise ResumeError(
+                f"{resume_dir}: an unfinished training run is there; continue it with "
+                "--resume, or delete the folder to start over"
+            )
     raw = read_annotated(data, config.modalities)
     norm = fit(raw, config.modalities)
     subjects = [prepare(r, norm) for r in raw]
@@ -322,7 +472,9 @@ def train_model(
     n_val = int(round(val_fraction * len(subjects))) if len(subjects) > 2 else 0
     val = [subjects[i] for i in order[:n_val]]
     train = [subjects[i] for i in order[n_val:]]
-    result = train_on_subjects(train, val, norm, config, progress)
+    result = train_on_subjects(
+        train, val, norm, config, progress, resume_dir=resume_dir, resume=resume
+    )
     result.card.training["data"] = str(Path(data).resolve())
     save_model(out, result.net, result.card)
     return result

@@ -1,0 +1,78 @@
+"""``deepmir calibrate``: calibrate a model's lesion probability on held-out annotated subjects."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "calibrate",
+        help="fit, per class, the map from a lesion's score to the probability that it is "
+        "real, on annotated subjects the model was not trained on (rewrites its config.json)",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model folder")
+    p.add_argument("--data", required=True, type=Path, help="BIDS folder with reference labels")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report folder: calibration.json, reliability.png (default MODEL/calibration)",
+    )
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.5,
+        help="share of subjects held out to measure the calibration error honestly "
+        "(the stored map is then fitted on all); 0: none",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the hold-out split")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from deepmir.io.loader import SubjectDataError
+    from deepmir.labels import LABELS
+    from deepmir.model.checkpoint import ModelError
+    from deepmir.training.calibrate import calibrate_model
+
+    console = Console()
+    out = args.out if args.out is not None else args.model / "calibration"
+    try:
+        report = calibrate_model(args.model, args.data, out, args.holdout_fraction, args.seed)
+    except (SubjectDataError, ModelError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    table = Table(title="lesion probability calibration (ECE: 10 bins, weighted by count)")
+    for column in ("class", "method", "lesions", "real", "ECE raw", "ECE calibrated*"):
+        table.add_column(column)
+    if report.held_out is not None:
+        table.add_column("held-out lesions")
+        table.add_column("held-out ECE raw")
+        table.add_column("held-out ECE calibrated")
+
+    def cell(x: Any) -> str:
+        return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+    for label, cal in sorted(report.calibration.classes.items()):
+        name = LABELS[label]
+        row = report.in_sample[name]
+        cells = [name, cal.method, row["n_lesions"], row["n_real"], row["ece_before"]]
+        cells.append(row["ece_after"])
+        if report.held_out is not None:
+            held = report.held_out[name]
+            cells += [held["n_lesions"], held["ece_before"], held["ece_after"]]
+        table.add_row(*(cell(c) for c in cells))
+    console.print(table)
+    console.print(
+        "* on the lesions the map was fitted on (optimistic)"
+        + ("; held-out: map fitted on the other subjects" if report.held_out else ""),
+        highlight=False,
+    )
+    console.print(f"calibration saved in {args.model / 'config.json'}; report in {out}")
+    return 0

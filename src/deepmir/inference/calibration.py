@@ -1,0 +1,367 @@
+"""Calibrated lesion probability: per class, raw lesion score -> P(lesion is real).
+
+A lesion's raw score is the mean class probability inside it
+(:attr:`deepmir.inference.lesions.Lesions.probability`). It is not a
+probability that the lesion is real: on the phantoms, calcifications scored
+0.5-0.7 are real about 5 % of the time, CMBs scored 0.5-0.7 about 96 %.
+
+The map is fitted at **lesion level** on annotated subjects the model was not
+trained on: every predicted lesion (after post-processing) is matched to the
+reference with :func:`deepmir.evaluation.match_subject` (the evaluation's
+rule), and a predicted lesion of class c is *real* when it is a true
+positive of class c (:func:`lesion_outcomes`). Per class
+(:func:`fit_class`):
+
+* **isotonic** (10 lesions or more): isotonic regression of "real" on the
+  score (``scipy.optimize.isotonic_regression``, tied scores pooled with
+  their count as weight), stored as knots (x, y) of a piecewise-linear map
+  (the ends of each constant block), y clipped to [0.01, 0.99] (a few dozen
+  lesions never justify 0 or 1);
+* **platt** (1 to 9 lesions): ``sigmoid(a logit(score) + b)`` fitted by
+  maximum likelihood with a ridge penalty pulling (a, b) towards (1, 0),
+  i.e. towards the raw score, so that a handful of lesions moves the map
+  only a little (``scipy.optimize.minimize``; the objective is written here
+  because scipy has no penalized logistic fit and scikit-learn's shrinks
+  towards a = 0, not towards the identity); stored as knots too;
+* **identity** (no lesion): the raw score.
+
+Outside its knots a map is constant (``np.interp``). The stored record per
+class holds the knots, the method, the number of lesions and of real ones,
+and the expected calibration error before and after (on the fitting lesions:
+optimistic; ``deepmir calibrate`` also reports it on held-out subjects).
+
+Also here: the expected calibration error (:func:`expected_calibration_error`,
+10 equal-width bins weighted by count) and the reliability diagram
+(:func:`reliability_figure`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from deepmir.labels import LESION_CLASSES, NAME_TO_INDEX
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from deepmir.inference.lesions import Lesions
+
+FloatArray = npt.NDArray[np.float64]
+
+#: fewer lesions of a class than this: the shrunk Platt fit instead of isotonic
+MIN_ISOTONIC = 10
+#: calibrated probabilities stay within these bounds
+CLIP = (0.01, 0.99)
+N_BINS = 10
+#: strength of the pull of the Platt fit towards the identity (in lesions' worth)
+PLATT_RIDGE = 2.0
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class ClassCalibration:
+    """The map of one lesion class, and how it was obtained."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    method: str  # "isotonic", "platt" or "identity"
+    n_lesions: int = 0
+    n_real: int = 0
+    ece_before: float | None = None
+    ece_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.x or len(self.x) != len(self.y) or np.any(np.diff(self.x) < 0):
+            raise ValueError("calibration knots: need as many y as x, x non-decreasing")
+
+    def __call__(self, scores: npt.ArrayLike) -> FloatArray:
+        return np.interp(np.asarray(scores, np.float64), self.x, self.y)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "x": [round(v, 6) for v in self.x],
+            "y": [round(v, 6) for v in self.y],
+            "n_lesions": self.n_lesions,
+            "n_real": self.n_real,
+            "ece_before": self.ece_before,
+            "ece_after": self.ece_after,
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> ClassCalibration:
+        return ClassCalibration(
+            x=tuple(float(v) for v in d["x"]),
+            y=tuple(float(v) for v in d["y"]),
+            method=str(d.get("method", "isotonic")),
+            n_lesions=int(d.get("n_lesions", 0)),
+            n_real=int(d.get("n_real", 0)),
+            ece_before=d.get("ece_before"),
+            ece_after=d.get("ece_after"),
+        )
+
+
+IDENTITY = ClassCalibration(x=(0.0, 1.0), y=(0.0, 1.0), method="identity")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per lesion class (label index) its map; a class without one keeps its raw score."""
+
+    classes: dict[int, ClassCalibration]
+    #: where it was fitted (data, subjects) and held-out figures
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, labels: npt.ArrayLike, scores: npt.ArrayLike) -> FloatArray:
+        """Calibrated probability of lesions of classes ``labels`` with raw ``scores``."""
+        labels = np.asarray(labels)
+        scores = np.asarray(scores, np.float64)
+        out = scores.copy()
+        for label, cal in self.classes.items():
+            inside = labels == label
+            out[inside] = cal(scores[inside])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "classes": {LESION_CLASSES[k]: c.to_dict() for k, c in sorted(self.classes.items())},
+            **self.info,
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Calibration:
+        classes = {
+            NAME_TO_INDEX[name]: ClassCalibration.from_dict(c) for name, c in d["classes"].items()
+        }
+        return Calibration(classes, {k: v for k, v in d.items() if k != "classes"})
+
+
+def expected_calibration_error(
+    probabilities: npt.ArrayLike, real: npt.ArrayLike, n_bins: int = N_BINS
+) -> float:
+    """ECE: over ``n_bins`` equal-width bins of [0, 1], |mean predicted - observed
+    frequency| weighted by the bin's share of lesions (NaN without lesions)."""
+    p = np.asarray(probabilities, np.float64)
+    y = np.asarray(real, np.float64)
+    if p.size == 0:
+        return math.nan
+    bins = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+    gap = np.bincount(bins, weights=p, minlength=n_bins) - np.bincount(
+        bins, weights=y, minlength=n_bins
+    )
+    return float(np.abs(gap).sum() / p.size)
+
+
+def reliability_bins(
+    probabilities: npt.ArrayLike, real: npt.ArrayLike, n_bins: int = N_BINS
+) -> tuple[npt.NDArray[np.int64], FloatArray, FloatArray]:
+    """Per equal-width bin: lesion count, mean predicted probability and observed
+    frequency of real lesions (NaN in empty bins)."""
+    p = np.asarray(probabilities, np.float64)
+    y = np.asarray(real, np.float64)
+    bins = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(bins, weights=p, minlength=n_bins) / count
+        observed = np.bincount(bins, weights=y, minlength=n_bins) / count
+    return count, mean, observed
+
+
+def _knots_isotonic(scores: FloatArray, real: FloatArray) -> tuple[FloatArray, FloatArray]:
+    from scipy.optimize import isotonic_regression
+
+    xs, inverse = np.unique(scores, return_inverse=True)
+    weights = np.bincount(inverse).astype(np.float64)
+    means = np.bincount(inverse, weights=real) / weights
+    fitted = np.clip(isotonic_regression(means, weights=weights, increasing=True).x, *CLIP)
+    # keep the two ends of each constant block (the map is linear between blocks)
+    keep = np.ones(len(xs), bool)
+    if len(xs) > 2:
+        flat = (fitted[1:-1] == fitted[:-2]) & (fitted[1:-1] == fitted[2:])
+        keep[1:-1] = ~flat
+    return xs[keep], fitted[keep]
+
+
+def _logit(p: FloatArray) -> FloatArray:
+    p = np.clip(p, _EPS, 1.0 - _EPS)
+    return np.asarray(np.log(p / (1.0 - p)))
+
+
+def _knots_platt(scores: FloatArray, real: FloatArray) -> tuple[FloatArray, FloatArray]:
+    from scipy.optimize import minimize
+    from scipy.special import expit, log_expit
+
+    z = _logit(scores)
+
+    def objective(ab: FloatArray) -> float:
+        t = ab[0] * z + ab[1]
+        nll = -(real * log_expit(t) + (1.0 - real) * log_expit(-t)).sum()
+        return float(nll + 0.5 * PLATT_RIDGE * ((ab[0] - 1.0) ** 2 + ab[1] ** 2))
+
+    a, b = minimize(objective, np.array([1.0, 0.0]), method="Nelder-Mead").x
+    x = np.linspace(0.0, 1.0, 21)
+    return x, np.clip(expit(a * _logit(x) + b), *CLIP)
+
+
+def fit_class(scores: npt.ArrayLike, real: npt.ArrayLike) -> ClassCalibration:
+    """The map of one class from its lesions' raw scores and outcomes (real or not)."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(real, np.float64)
+    if s.size == 0:
+        return IDENTITY
+    if s.size >= MIN_ISOTONIC:
+        x, fitted, method = *_knots_isotonic(s, y), "isotonic"
+    else:
+        x, fitted, method = *_knots_platt(s, y), "platt"
+    cal = ClassCalibration(
+        x=tuple(float(v) for v in x), y=tuple(float(v) for v in fitted), method=method
+    )
+    return ClassCalibration(
+        x=cal.x,
+        y=cal.y,
+        method=method,
+        n_lesions=int(s.size),
+        n_real=int(y.sum()),
+        ece_before=round(expected_calibration_error(s, y), 4),
+        ece_after=round(expected_calibration_error(cal(s), y), 4),
+    )
+
+
+@dataclass
+class LesionOutcomes:
+    """Predicted lesions of one or more subjects: class, raw score, real or not."""
+
+    labels: npt.NDArray[np.uint8]
+    scores: FloatArray
+    real: npt.NDArray[np.bool_]
+
+    @staticmethod
+    def concatenate(parts: list[LesionOutcomes]) -> LesionOutcomes:
+        return LesionOutcomes(
+            labels=np.concatenate([p.labels for p in parts]).astype(np.uint8)
+            if parts
+            else np.zeros(0, np.uint8),
+            scores=np.concatenate([p.scores for p in parts]) if parts else np.zeros(0),
+            real=np.concatenate([p.real for p in parts]) if parts else np.zeros(0, bool),
+        )
+
+    def of_class(self, label: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        inside = self.labels == label
+        return self.scores[inside], self.real[inside]
+
+
+def lesion_outcomes(
+    lesions: Lesions,
+    reference_dseg: npt.NDArray[np.integer[Any]],
+    reference_instances: npt.NDArray[np.integer[Any]] | None,
+    affine: npt.NDArray[np.float64],
+) -> LesionOutcomes:
+    """Each predicted lesion's class, raw score and whether it is a true
+    positive of its class under the evaluation's matching rule.
+
+    Predicted lesions are separate 26-connected components with one class
+    each, so they are exactly the lesions :func:`match_subject` extracts from
+    their ``dseg``; :func:`~deepmir.evaluation.extract_components` (the same
+    extraction) gives the voxel map that links the two numberings.
+    """
+    from deepmir.evaluation import extract_components, match_subject
+
+    match = match_subject(reference_dseg, reference_instances, lesions.dseg, affine)
+    n = len(lesions.labels)
+    if len(match.predicted_lesions) != n:  # pragma: no cover - guards the invariant above
+        raise ValueError("predicted lesions and their components do not correspond")
+    index_map = extract_components(lesions.dseg, affine).index_map.ravel()
+    ids = lesions.instances.ravel()
+    inside = np.flatnonzero(ids)
+    position = np.zeros(n + 1, np.int64)
+    position[ids[inside]] = index_map[inside] - 1  # every voxel of a lesion agrees
+    true_positives = np.zeros(max(len(match.predicted_lesions), 1), bool)
+    for pair in match.matches:  # same-class matches only
+        true_positives[pair.predicted] = True
+    return LesionOutcomes(
+        labels=np.asarray(lesions.labels, np.uint8),
+        scores=np.asarray(lesions.probability, np.float64),
+        real=true_positives[position[1:]] if n else np.zeros(0, bool),
+    )
+
+
+def fit_calibration(outcomes: LesionOutcomes, info: dict[str, Any] | None = None) -> Calibration:
+    """One map per lesion class (:func:`fit_class`)."""
+    return Calibration(
+        {label: fit_class(*outcomes.of_class(label)) for label in LESION_CLASSES},
+        dict(info or {}),
+    )
+
+
+def calibration_errors(
+    outcomes: LesionOutcomes, calibration: Calibration | None
+) -> dict[str, dict[str, Any]]:
+    """Per class: lesions, real ones, ECE of the raw scores and of the calibrated ones."""
+    out: dict[str, dict[str, Any]] = {}
+    for label, name in LESION_CLASSES.items():
+        scores, real = outcomes.of_class(label)
+        after = calibration.apply(np.full(len(scores), label), scores) if calibration else scores
+
+        def rounded(x: float) -> float | None:
+            return None if math.isnan(x) else round(x, 4)
+
+        out[name] = {
+            "n_lesions": int(len(scores)),
+            "n_real": int(real.sum()),
+            "ece_before": rounded(expected_calibration_error(scores, real)),
+            "ece_after": rounded(expected_calibration_error(after, real)),
+        }
+    return out
+
+
+def reliability_figure(
+    outcomes: LesionOutcomes, calibration: Calibration | None, title: str = ""
+) -> Figure:
+    """Per class: observed frequency of real lesions against mean predicted
+    probability in 10 equal-width bins, raw score and calibrated, each point
+    labelled with its lesion count."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from deepmir.evaluation.plots import CLASS_COLOURS, DPI, PANEL_SIZE_INCHES
+
+    n = len(LESION_CLASSES)
+    figure = Figure(figsize=(PANEL_SIZE_INCHES * n, PANEL_SIZE_INCHES + 0.4), dpi=DPI)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, n, squeeze=False)[0]
+    figure.suptitle(title or "Reliability of the lesion probability (numbers: lesions per bin)")
+    for ax, (label, name) in zip(axes, LESION_CLASSES.items(), strict=True):
+        scores, real = outcomes.of_class(label)
+        ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1)
+        curves = [("raw score", scores, "0.4", "o")]
+        if calibration is not None:
+            calibrated = calibration.apply(np.full(len(scores), label), scores)
+            curves.append(("calibrated", calibrated, CLASS_COLOURS.get(name, "k"), "s"))
+        for legend, p, colour, marker in curves:
+            count, mean, observed = reliability_bins(p, real)
+            used = count > 0
+            ece = expected_calibration_error(p, real)
+            ax.plot(
+                mean[used],
+                observed[used],
+                marker=marker,
+                color=colour,
+                lw=1,
+                label=f"{legend} (ECE {ece:.3f})" if not math.isnan(ece) else legend,
+            )
+            for xm, yo, c in zip(mean[used], observed[used], count[used], strict=True):
+                ax.annotate(str(c), (xm, yo), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_title(f"{name} ({len(scores)} lesions, {int(real.sum())} real)")
+        ax.set_xlabel("mean predicted probability")
+        ax.set_ylabel("observed frequency of real lesions")
+        ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    figure.tight_layout()
+    return figure

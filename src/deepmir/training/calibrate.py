@@ -1,0 +1,159 @@
+"""``deepmir calibrate``: fit a saved model's lesion-probability calibration
+on annotated subjects it was not trained on (:mod:`deepmir.inference.calibration`).
+
+The subjects are predicted as ``deepmir tune`` does (prepared subjects,
+sliding-window probabilities, the model's stored post-processing), every
+predicted lesion is matched to the reference, and one monotone map per class
+is fitted. The ECE of the calibrated probabilities on the lesions the map was
+fitted on is optimistic, so with ``holdout_fraction`` > 0 the subjects are
+first split (seeded, by subject): a map fitted on one part is scored on the
+other; the stored map is then refitted on every subject. The config.json is
+rewritten with the map; the weights, and their sha256, are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepmir.inference.calibration import (
+    MIN_ISOTONIC,
+    Calibration,
+    LesionOutcomes,
+    calibration_errors,
+    fit_calibration,
+    lesion_outcomes,
+    reliability_figure,
+)
+from deepmir.inference.lesions import lesions_from_probabilities, voxel_spacing
+from deepmir.inference.sliding import predict_probabilities
+from deepmir.io.atomic import write_json
+from deepmir.model.checkpoint import ModelCard, load_model, save_model
+from deepmir.training.data import TrainingSubject, prepare, read_annotated
+
+METHODS_NOTE = (
+    f"per class: isotonic regression of 'is a true positive of its class' on the raw "
+    f"lesion score with >= {MIN_ISOTONIC} lesions; with fewer, a Platt fit shrunk towards "
+    "the raw score; with none, the raw score"
+)
+
+
+@dataclass
+class CalibrationReport:
+    calibration: Calibration
+    #: per class, on every subject (the map was fitted on them: optimistic)
+    in_sample: dict[str, dict[str, Any]]
+    #: per class, on the held-out subjects with a map fitted on the others (None: no hold-out)
+    held_out: dict[str, dict[str, Any]] | None
+    fit_subjects: list[str]
+    held_out_subjects: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "in_sample": self.in_sample,
+            "held_out": self.held_out,
+            "held_out_fit_subjects": self.fit_subjects,
+            "held_out_subjects": self.held_out_subjects,
+            "calibration": self.calibration.to_dict(),
+        }
+
+
+def subject_outcomes(
+    net: torch.nn.Module, subject: TrainingSubject, card: ModelCard
+) -> LesionOutcomes:
+    """Predict a prepared subject with the model's post-processing; its lesions' outcomes."""
+    probabilities = predict_probabilities(net, subject.image, card.patch_size)
+    lesions = lesions_from_probabilities(probabilities, card.post, voxel_spacing(subject.affine))
+    instances = subject.instances if subject.instances.any() else None
+    return lesion_outcomes(lesions, subject.dseg, instances, subject.affine)
+
+
+def split_holdout(names: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(fit, held out) subject names; no hold-out with a fraction of 0 or one subject."""
+    if fraction <= 0 or len(names) < 2:
+        return list(names), []
+    n_held = min(max(int(round(fraction * len(names))), 1), len(names) - 1)
+    order = np.random.default_rng(seed).permutation(len(names))
+    held = sorted(names[i] for i in order[:n_held])
+    return [n for n in names if n not in held], held
+
+
+def calibrate_model(
+    model_dir: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    holdout_fraction: float = 0.5,
+    seed: int = 0,
+) -> CalibrationReport:
+    """Fit, store in the model's config.json, and (with ``out``) write
+    ``calibration.json`` and ``reliability.png`` (plus ``reliability_held_out.png``)."""
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}")
+    net, card = load_model(model_dir)
+    raw = read_annotated(data, card.modalities)
+    outcomes = {
+        str(r.ref): subject_outcomes(net, prepare(r, card.normalization), card) for r in raw
+    }
+    names = list(outcomes)
+    fit_names, held_names = split_holdout(names, holdout_fraction, seed)
+
+    def pooled(selected: list[str]) -> LesionOutcomes:
+        return LesionOutcomes.concatenate([outcomes[n] for n in selected])
+
+    held_out = None
+    held_fit: Calibration | None = None
+    if held_names:
+        held_fit = fit_calibration(pooled(fit_names))
+        held_out = calibration_errors(pooled(held_names), held_fit)
+    everything = pooled(names)
+    calibration = fit_calibration(
+        everything,
+        {
+            "methods": METHODS_NOTE,
+            "data": str(Path(data).resolve()),
+            "subjects": names,
+            "post_processing": card.post.to_dict(),
+            "held_out": None
+            if held_out is None
+            else {"fit_subjects": fit_names, "subjects": held_names, "classes": held_out},
+        },
+    )
+    card.calibration = calibration
+    save_model(model_dir, net, card)
+    report = CalibrationReport(
+        calibration=calibration,
+        in_sample=calibration_errors(everything, calibration),
+        held_out=held_out,
+        fit_subjects=fit_names if held_names else [],
+        held_out_subjects=held_names,
+    )
+    if out is not None:
+        from deepmir.evaluation.plots import save_png
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "calibration.json", report.to_dict())
+        save_png(
+            reliability_figure(
+                everything,
+                calibration,
+                f"Lesion probability reliability, {len(names)} subjects "
+                "(calibrated: fitted on these lesions, optimistic)",
+            ),
+            out / "reliability.png",
+        )
+        if held_names:
+            save_png(
+                reliability_figure(
+                    pooled(held_names),
+                    held_fit,
+                    f"Held-out subjects ({len(held_names)}), map fitted on the other "
+                    f"{len(fit_names)}",
+                ),
+                out / "reliability_held_out.png",
+            )
+    return report
