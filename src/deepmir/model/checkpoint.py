@@ -89,7 +89,7 @@ class ModelCard:
             labels={int(k): v for k, v in d["labels"].items()},
             deepmir_version=d.get("deepmir_version", "unknown"),
             weights_sha256=d["weights_sha256"],
-            optional_modalities=tuple(d.get("optional_modalities", ())),
+            optional_modalities=tuple(d.get("optional_modalities") or ()),
             calibration=Calibration.from_dict(d["calibration"]) if d.get("calibration") else None,
         )
 
