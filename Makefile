@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-simulate bench-predict bench-vein bench-designs train-default cv ablate clean
+.PHONY: venv demo test lint bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -72,6 +72,37 @@ ablate: $(TRAIN_DATA)/dataset_description.json
 bench-designs: $(TRAIN_DATA)/dataset_description.json
 	$(BIN)/python benchmarks/bench_designs.py --data $(TRAIN_DATA) --iterations 1200 \
 		--json benchmarks/results/designs.json
+
+# The robust recipe (issue 10): domain-randomized phantoms (seed 2000), one model for
+# every modality subset (modality dropout), fine-tuned from the shipped v0.1 weights,
+# resumable: rerun the same command to continue after --time-budget stops it.
+ROBUST_DATA ?= build/robust-train
+ROBUST_TUNE ?= build/robust-tune
+ROBUST_MODEL ?= build/models/robust
+ROBUST_N ?= 14
+ROBUST_ITERATIONS ?= 1500
+ROBUST_BUDGET_MIN ?= 170
+
+$(ROBUST_DATA)/dataset_description.json: | $(STAMP)
+	$(BIN)/deepmir simulate --out $(ROBUST_DATA) --n $(ROBUST_N) --seed 2000 --preset randomized
+
+$(ROBUST_TUNE)/dataset_description.json: | $(STAMP)
+	$(BIN)/deepmir simulate --out $(ROBUST_TUNE) --n 6 --seed 2001 --preset randomized
+
+train-robust: $(ROBUST_DATA)/dataset_description.json $(ROBUST_TUNE)/dataset_description.json
+	$(BIN)/deepmir train --data $(ROBUST_DATA) --out $(ROBUST_MODEL) --modalities t2w,swi,qsm \
+		--init default --learning-rate 1e-3 --modality-dropout t2w=0.4,qsm=0.25 \
+		--iterations $(ROBUST_ITERATIONS) --time-budget $(ROBUST_BUDGET_MIN) --val-every 750 \
+		--val-fraction 0.2 --checkpoint-every 250 --seed 0 --resume
+	$(BIN)/deepmir tune --model $(ROBUST_MODEL) --data $(ROBUST_TUNE)
+	$(BIN)/deepmir calibrate --model $(ROBUST_MODEL) --data $(ROBUST_TUNE) --out $(ROBUST_MODEL)/calibration
+
+# held-out shifts of docs/robustness.md; ROBUST_BENCH_MODEL=default scores the shipped model
+ROBUST_BENCH_MODEL ?= default
+ROBUST_BENCH_N ?= 3
+bench-robust: $(STAMP)
+	$(BIN)/python benchmarks/bench_robust.py --model $(ROBUST_BENCH_MODEL) --n $(ROBUST_BENCH_N) \
+		--out build/robust --json benchmarks/results/robust_$(notdir $(ROBUST_BENCH_MODEL)).json
 
 clean:
 	rm -rf $(VENV) demo_output build

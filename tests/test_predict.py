@@ -251,3 +251,53 @@ def test_tune_rewrites_the_post_processing_not_the_weights(simulated_dataset, ti
     keys = {"threshold", "min_size_voxels", "min_probability", "max_elongation"}
     assert set(after["post_processing"]) == keys
     assert main(["tune", "--model", str(tmp_path / "none"), "--data", str(simulated_dataset)]) == 2
+
+
+def _lesion_rows(path: Path) -> list[dict[str, str]]:
+    header, *rows = (line.split("\t") for line in path.read_text().splitlines())
+    return [dict(zip(header, r, strict=True)) for r in rows]
+
+
+def test_calibrated_probability_and_raw_score(simulated_dataset, tiny_model, predicted, tmp_path):
+    from deepmir.inference.calibration import Calibration, ClassCalibration
+    from deepmir.model.checkpoint import load_model
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    net, card = load_model(model)
+    constant = ClassCalibration((0.0, 1.0), (0.2, 0.2), "isotonic")
+    card.calibration = Calibration(dict.fromkeys((1, 2, 3), constant))
+    save_model(model, net, card)
+    out = tmp_path / "pred"
+    predict_dataset(simulated_dataset, out, model=model, report=False, progress=False)
+    n = 0
+    for ref in find_subjects(simulated_dataset):
+        raw = _lesion_rows(output_paths(predicted, ref)["lesions"])
+        rows = _lesion_rows(output_paths(out, ref)["lesions"])
+        assert [r["score"] for r in rows] == [r["score"] for r in raw]
+        assert all(r["probability"] == r["score"] for r in raw), "uncalibrated: the raw score"
+        assert all(float(r["probability"]) == 0.2 for r in rows)
+        n += len(rows)
+    assert n > 0
+
+
+def test_calibrate_stores_the_map_not_new_weights(simulated_dataset, tiny_model, tmp_path):
+    import json
+
+    from deepmir.model.checkpoint import load_model
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    before = json.loads((model / "config.json").read_text())
+    args = ["calibrate", "--model", str(model), "--data", str(simulated_dataset)]
+    assert main([*args, "--out", str(tmp_path / "report")]) == 0
+    _, card = load_model(model)
+    assert card.weights_sha256 == before["weights_sha256"]
+    assert card.calibration is not None and set(card.calibration.classes) == {1, 2, 3}
+    assert card.calibration.info["subjects"] == ["sub-01", "sub-02"]
+    report = json.loads((tmp_path / "report" / "calibration.json").read_text())
+    assert len(report["held_out_subjects"]) == 1 and len(report["held_out_fit_subjects"]) == 1
+    assert set(report["in_sample"]) == {"cmb", "iron", "calcification"}
+    for name in ("reliability.png", "reliability_held_out.png"):
+        assert (tmp_path / "report" / name).read_bytes()[:4] == b"\x89PNG"
+    assert main([*args, "--holdout-fraction", "1.5"]) == 2

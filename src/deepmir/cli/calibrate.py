@@ -49,12 +49,11 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     table = Table(title="lesion probability calibration (ECE: 10 bins, weighted by count)")
-    for column in ("class", "method", "lesions", "real", "ECE raw", "ECE calibrated*"):
+    for column in ("class", "method", "n", "real", "ECE raw", "ECE cal.*"):
         table.add_column(column)
     if report.held_out is not None:
-        table.add_column("held-out lesions")
-        table.add_column("held-out ECE raw")
-        table.add_column("held-out ECE calibrated")
+        for column in ("held-out n", "ECE raw", "ECE cal."):
+            table.add_column(column)
 
     def cell(x: Any) -> str:
         return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
@@ -70,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(*(cell(c) for c in cells))
     console.print(table)
     console.print(
-        "* on the lesions the map was fitted on (optimistic)"
+        "n: lesions predicted; real: true positives of their class; * on the lesions the "
+        "map was fitted on (optimistic)"
         + ("; held-out: map fitted on the other subjects" if report.held_out else ""),
         highlight=False,
     )

@@ -14,9 +14,11 @@ positive of class c (:func:`lesion_outcomes`). Per class
 
 * **isotonic** (10 lesions or more): isotonic regression of "real" on the
   score (``scipy.optimize.isotonic_regression``, tied scores pooled with
-  their count as weight), stored as knots (x, y) of a piecewise-linear map
-  (the ends of each constant block), y clipped to [0.01, 0.99] (a few dozen
-  lesions never justify 0 or 1);
+  their count as weight), stored as knots (x, y) of a piecewise-linear map:
+  one knot per constant block at its mean score, plus the two ends
+  (centred isotonic regression, Oron & Flournoy 2017: a smooth map rather
+  than a staircase), y clipped to [0.01, 0.99] (a few dozen lesions never
+  justify 0 or 1);
 * **platt** (1 to 9 lesions): ``sigmoid(a logit(score) + b)`` fitted by
   maximum likelihood with a ridge penalty pulling (a, b) towards (1, 0),
   i.e. towards the raw score, so that a handful of lesions moves the map
@@ -32,7 +34,8 @@ optimistic; ``deepmir calibrate`` also reports it on held-out subjects).
 
 Also here: the expected calibration error (:func:`expected_calibration_error`,
 10 equal-width bins weighted by count) and the reliability diagram
-(:func:`reliability_figure`).
+(:func:`reliability_figure`); both are a few lines of numpy (scikit-learn,
+whose ``calibration_curve`` bins the same way, is not a dependency).
 """
 
 from __future__ import annotations
@@ -178,13 +181,16 @@ def _knots_isotonic(scores: FloatArray, real: FloatArray) -> tuple[FloatArray, F
     xs, inverse = np.unique(scores, return_inverse=True)
     weights = np.bincount(inverse).astype(np.float64)
     means = np.bincount(inverse, weights=real) / weights
-    fitted = np.clip(isotonic_regression(means, weights=weights, increasing=True).x, *CLIP)
-    # keep the two ends of each constant block (the map is linear between blocks)
-    keep = np.ones(len(xs), bool)
-    if len(xs) > 2:
-        flat = (fitted[1:-1] == fitted[:-2]) & (fitted[1:-1] == fitted[2:])
-        keep[1:-1] = ~flat
-    return xs[keep], fitted[keep]
+    result = isotonic_regression(means, weights=weights, increasing=True)
+    # centred isotonic regression (Oron & Flournoy 2017): one knot per constant
+    # block at its weighted mean score, plus the two ends, linear in between
+    starts = np.asarray(result.blocks[:-1])
+    block_weight = np.add.reduceat(weights, starts)
+    centre = np.add.reduceat(weights * xs, starts) / block_weight
+    x = np.concatenate([[xs[0]], centre, [xs[-1]]])
+    y = np.concatenate([[result.x[0]], result.x[starts], [result.x[-1]]])
+    x, first = np.unique(x, return_index=True)
+    return x, np.clip(y[first], *CLIP)
 
 
 def _logit(p: FloatArray) -> FloatArray:

@@ -95,7 +95,7 @@ class ModelCard:
             deepmir_version=d.get("deepmir_version", "unknown"),
             weights_sha256=d["weights_sha256"],
             working_spacing_mm=float(d.get("working_spacing_mm", WORKING_SPACING_MM)),
-            optional_modalities=tuple(d.get("optional_modalities", ())),
+            optional_modalities=tuple(d.get("optional_modalities") or ()),
             calibration=Calibration.from_dict(d["calibration"]) if d.get("calibration") else None,
         )
 

@@ -18,6 +18,10 @@ Two kinds of files, nothing pickled, nothing read with ``torch.load``:
   subjects, the patch provider's own state, and the tensor file's name and
   sha256.
 
+The flattening of the optimizer state (:func:`flatten_optimizer`) is written
+here: PyTorch serializes optimizer state only with pickle (``torch.save``),
+and safetensors holds a flat dict of tensors.
+
 Each file is written under a temporary name and renamed (:mod:`deepmir.io.atomic`);
 the tensors first, then the JSON that names them: the JSON is the commit
 point, so a run killed while writing leaves the previous state usable. Tensor

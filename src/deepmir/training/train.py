@@ -9,6 +9,11 @@ background logit run away: calcification probabilities of 1e-9 that no
 gradient could lift.) The best
 checkpoint is chosen on validation **lesion** F1, computed with
 :mod:`deepmir.evaluation` (not voxel Dice).
+
+Patches come from a provider (:mod:`deepmir.training.provider`; default: the
+prepared subjects); optional modality dropout zeroes whole modalities per
+patch. A run into a folder writes a resume state (:mod:`deepmir.training.resume`)
+so that one recipe can run as several shorter runs with the same result.
 """
 
 from __future__ import annotations

@@ -1,0 +1,107 @@
+"""Calibrated lesion probability: fit, ECE, storage with the model, lesion outcomes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepmir.inference.calibration import (
+    Calibration,
+    ClassCalibration,
+    LesionOutcomes,
+    expected_calibration_error,
+    fit_calibration,
+    fit_class,
+    lesion_outcomes,
+    reliability_bins,
+    reliability_figure,
+)
+from deepmir.inference.lesions import Lesions
+from deepmir.model.checkpoint import ModelCard, load_model, save_model
+from deepmir.model.network import TinyNetworkConfig, build_network
+from deepmir.model.preprocess import Normalization
+
+
+def _synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores uniform on [0, 1]; a lesion is real with probability score^3."""
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(0, 1, n)
+    return scores, rng.uniform(0, 1, n) < scores**3
+
+
+def test_ece_of_known_cases():
+    assert expected_calibration_error([0.05, 0.95], [False, True]) == pytest.approx(0.05)
+    assert expected_calibration_error([0.9] * 10, [True] * 9 + [False]) == pytest.approx(0.0)
+    assert np.isnan(expected_calibration_error([], []))
+    count, mean, observed = reliability_bins([0.05, 0.06, 1.0], [True, False, True])
+    assert count[0] == 2 and count[-1] == 1 and observed[0] == 0.5
+    assert mean[-1] == 1.0 and np.isnan(mean[5])
+
+
+def test_isotonic_fit_lowers_the_calibration_error():
+    scores, real = _synthetic(2000, 0)
+    cal = fit_class(scores, real)
+    assert cal.method == "isotonic" and cal.n_lesions == 2000
+    assert np.all(np.diff(cal.y) >= 0) and min(cal.y) >= 0.01 and max(cal.y) <= 0.99
+    assert cal.ece_before > 0.15 and cal.ece_after < 0.03
+    # on new lesions too
+    new_scores, new_real = _synthetic(2000, 1)
+    before = expected_calibration_error(new_scores, new_real)
+    after = expected_calibration_error(cal(new_scores), new_real)
+    assert after < 0.3 * before
+    assert cal(0.5) == pytest.approx(0.125, abs=0.05)
+
+
+def test_few_lesions_fall_back_and_none_keep_the_score():
+    few = fit_class([0.6, 0.7, 0.65], [False, False, False])
+    assert few.method == "platt" and few.n_lesions == 3
+    assert few(0.65) < 0.65  # pulled down by three false lesions, not to 0.01
+    assert few(0.65) > 0.2
+    outcomes = LesionOutcomes(
+        labels=np.array([1] * 20, np.uint8), scores=np.linspace(0, 1, 20), real=np.arange(20) > 9
+    )
+    cal = fit_calibration(outcomes)
+    assert cal.classes[1].method == "isotonic"
+    assert cal.classes[3].method == "identity"
+    np.testing.assert_allclose(cal.apply([3, 3], [0.3, 0.8]), [0.3, 0.8])
+    assert reliability_figure(outcomes, cal).axes
+
+
+def test_calibration_round_trips_through_the_model_folder(tmp_path):
+    calibration = Calibration(
+        {
+            1: ClassCalibration((0.2, 0.5, 0.9), (0.1, 0.4, 0.95), "isotonic", 40, 20, 0.2, 0.05),
+            3: ClassCalibration((0.0, 1.0), (0.2, 0.2), "platt", 4, 0, 0.5, 0.2),
+        },
+        {"data": "somewhere"},
+    )
+    card = ModelCard(TinyNetworkConfig(), Normalization(("swi",)), (32, 32, 32), 0)
+    card.calibration = calibration
+    net = build_network(card.network, 1)
+    save_model(tmp_path / "m", net, card)
+    _, loaded = load_model(tmp_path / "m")
+    assert loaded.calibration == calibration
+    np.testing.assert_allclose(
+        loaded.calibration.apply([1, 2, 3], [0.35, 0.35, 0.9]), [0.25, 0.35, 0.2]
+    )
+
+
+def test_lesion_outcomes_follow_the_evaluation_matching():
+    reference = np.zeros((20, 20, 20), np.uint8)
+    reference[2:4, 2:4, 2:4] = 1  # found as CMB
+    reference[10:12, 10:12, 10:12] = 1  # found as calcification: not real
+    dseg = np.zeros_like(reference)
+    instances = np.zeros(reference.shape, np.int32)
+    dseg[16, 16, 16], instances[16, 16, 16] = 1, 1  # false alarm
+    dseg[3:5, 3:5, 3:5], instances[3:5, 3:5, 3:5] = 1, 2
+    dseg[10:12, 10:12, 11], instances[10:12, 10:12, 11] = 3, 3
+    lesions = Lesions(
+        dseg=dseg,
+        instances=instances,
+        labels=np.array([1, 1, 3], np.uint8),
+        probability=np.array([0.9, 0.6, 0.7], np.float32),
+    )
+    out = lesion_outcomes(lesions, reference, None, np.eye(4))
+    assert out.real.tolist() == [False, True, False]
+    assert out.labels.tolist() == [1, 1, 3]
+    np.testing.assert_allclose(out.scores, [0.9, 0.6, 0.7], rtol=1e-6)
