@@ -31,6 +31,7 @@ chain, and the QSM methods here are the textbook algorithms in a few FFTs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -84,9 +85,7 @@ def _overlap_matrix(n_fine: int, n_coarse: int) -> npt.NDArray[np.float32]:
     return w.astype(np.float32)
 
 
-def area_average(
-    volume: npt.NDArray[np.generic], shape: tuple[int, int, int]
-) -> npt.NDArray[np.generic]:
+def area_average(volume: npt.NDArray[Any], shape: tuple[int, int, int]) -> npt.NDArray[Any]:
     """Exact box (area) average of a fine volume onto a grid of ``shape`` sharing its FOV.
 
     Also upsamples, where an axis gets more voxels: each new voxel then takes
@@ -99,7 +98,7 @@ def area_average(
             continue
         w = _overlap_matrix(n, m)
         out = np.moveaxis(np.tensordot(w, np.moveaxis(out, axis, 0), axes=(1, 0)), 0, axis)
-    return out.astype(volume.dtype)  # type: ignore[no-any-return]
+    return out.astype(volume.dtype)
 
 
 def _kspace_resample_axis(

@@ -178,7 +178,8 @@ def render_varied(params: SubjectParams, anatomy: SubjectAnatomy) -> SubjectImag
     )
     noise = np.random.default_rng(int(seeds[2])).standard_normal(out_shape, dtype=np.float32)
     field_acq = field_acq + noise / (acq.swi_snr * rel_mag * rad_eff)
-    vox = tuple(float(v) for v in np.abs(np.diag(affine)[:3]))
+    sizes = np.abs(np.diag(affine)[:3])
+    vox = (float(sizes[0]), float(sizes[1]), float(sizes[2]))
     qsm_mask = acq_ops._sphere_erode(brain_mask, vox, var.qsm_mask_erosion_mm)  # type: ignore[arg-type]
     if var.qsm_background == "ideal":
         residual = 0.01 * anat.smooth_noise(out_shape, int(seeds[3]), (3, 3, 3))[0]

@@ -76,7 +76,8 @@ def to_working_grid(
     mask_w = None if mask is None else grid.forward(orient.forward(mask), 1).astype(bool)
     labels_w = None
     if labels is not None:
-        dseg, instances = (orient.forward(x) for x in labels)
+        dseg = orient.forward(labels[0])
+        instances = orient.forward(labels[1])
         if instances.any():
             inst_w = instances_forward(instances, grid)
             lut = np.zeros(int(instances.max()) + 1, np.uint8)
