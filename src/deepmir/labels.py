@@ -1,4 +1,4 @@
-"""The label table of the data contract (``shared/docs/data-contract.md``).
+"""The label table of the data contract (``docs/data-contract.md``).
 
 Indices are fixed: every file deepmir reads or writes uses them.
 Veins are never labelled; they are mimics a detector must reject.

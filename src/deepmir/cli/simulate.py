@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "simulate",
         help="simulate a BIDS cohort of phantom subjects with reference annotations",
         description="Simulate T2w, SWI and QSM phantoms with CMBs, iron deposits, "
-        "calcifications (labelled) and veins (unlabelled), following shared/docs/physics.md.",
+        "calcifications (labelled) and veins (unlabelled), following docs/physics.md.",
     )
     p.add_argument("--out", required=True, type=Path, help="output BIDS folder")
     p.add_argument("--n", type=int, default=3, help="number of subjects (default 3)")

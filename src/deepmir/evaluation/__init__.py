@@ -1,4 +1,4 @@
-"""Lesion-level evaluation (``shared/docs/metrics.md``): match, count, report.
+"""Lesion-level evaluation (``docs/metrics.md``): match, count, report.
 
 The pipeline, one module per step:
 

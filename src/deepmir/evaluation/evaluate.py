@@ -1,6 +1,6 @@
 """Evaluate a predictions folder against a reference folder, and write the result.
 
-Layout (``shared/docs/data-contract.md``), with an optional session level
+Layout (``docs/data-contract.md``), with an optional session level
 ``ses-<label>/`` between subject and ``anat/`` in both trees::
 
     reference/sub-<id>/anat/sub-<id>_dseg.nii.gz                   uint8 labels

@@ -1,4 +1,4 @@
-"""Lesions and their one-to-one matching (``shared/docs/metrics.md``).
+"""Lesions and their one-to-one matching (``docs/metrics.md``).
 
 A *lesion* is a set of voxels with one class label (see :mod:`deepmir.labels`).
 Reference lesions come from the instance map (``desc-instances_dseg``) where

@@ -1,4 +1,4 @@
-"""BIDS names and paths of the data contract (``shared/docs/data-contract.md``)."""
+"""BIDS names and paths of the data contract (``docs/data-contract.md``)."""
 
 from __future__ import annotations
 

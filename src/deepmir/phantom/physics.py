@@ -1,7 +1,7 @@
 """The MRI forward model of the phantom: field, GRE, SWI, QSM and T2w.
 
 Written by hand because no maintained library simulates this chain; every
-step follows ``shared/docs/physics.md`` and cites its source.
+step follows ``docs/physics.md`` and cites its source.
 
 Units: susceptibility chi and fields in ppm, times in seconds, rates in 1/s,
 lengths in mm, B0 in tesla.

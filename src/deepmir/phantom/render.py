@@ -1,6 +1,6 @@
 """Deterministic rendering: a :class:`SubjectParams` record -> images.
 
-The chain follows ``shared/docs/physics.md`` step by step: tissue maps,
+The chain follows ``docs/physics.md`` step by step: tissue maps,
 lesions and veins, dipole field, GRE with sub-voxel blooming, SWI, QSM by a
 real dipole inversion of a noisy local field, and spin-echo T2w. Nothing here
 draws a random number that is not seeded by the record.

@@ -1,6 +1,6 @@
 """``deepmir simulate``: write a simulated BIDS cohort with reference annotations.
 
-Layout and labels follow ``shared/docs/data-contract.md`` exactly. For each
+Layout and labels follow ``docs/data-contract.md`` exactly. For each
 subject the full parameter record is written next to its reference labels
 (``derivatives/reference/sub-<id>/anat/sub-<id>_desc-phantom_params.json``), so
 that ``render_subject(SubjectParams.from_json(...))`` regenerates the images.
