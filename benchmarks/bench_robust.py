@@ -23,16 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-SETS = (
-    "in-distribution",
-    "b0-1.5t",
-    "b0-7t",
-    "slice-3mm",
-    "qsm-cg",
-    "bg-vsharp",
-    "swi-swan",
-    "atrophy",
-)
+from deepmir.phantom.params import SHIFTS
+
+SETS = ("in-distribution", *SHIFTS)
 CLASSES = ("cmb", "iron", "calcification")
 
 

@@ -148,9 +148,7 @@ def test_cg_inversion_keeps_the_sign_of_a_source() -> None:
     assert out[20, 20, 20] > 0.2 and out[20, 10, 20] < -0.2
 
 
-def test_every_lesion_keeps_a_voxel_on_a_thick_grid(
-    randomized: tuple[SubjectParams, object],
-) -> None:
+def test_every_lesion_keeps_a_voxel_on_a_thick_grid() -> None:
     from deepmir.phantom.scanner import _labels_on_grid
 
     inst = np.zeros((20, 20, 30), np.int16)

@@ -75,7 +75,7 @@ class AcquisitionGrid:
         return out
 
 
-def _overlap_matrix(n_fine: int, n_coarse: int) -> npt.NDArray[np.float32]:
+def overlap_matrix(n_fine: int, n_coarse: int) -> npt.NDArray[np.float32]:
     """W (coarse x fine): share of each coarse voxel covered by each fine voxel (rows sum to 1)."""
     step = n_fine / n_coarse
     edges_c = np.arange(n_coarse + 1) * step
@@ -96,7 +96,7 @@ def area_average(volume: npt.NDArray[Any], shape: tuple[int, int, int]) -> npt.N
         n = out.shape[axis]
         if n == m:
             continue
-        w = _overlap_matrix(n, m)
+        w = overlap_matrix(n, m)
         out = np.moveaxis(np.tensordot(w, np.moveaxis(out, axis, 0), axes=(1, 0)), 0, axis)
     return out.astype(volume.dtype)
 
@@ -119,18 +119,11 @@ def _kspace_resample_axis(
     shape = [1] * signal.ndim
     shape[axis] = n
     spec = spec * (ramp * keep).reshape(shape)
-    out_shape = list(signal.shape)
-    out_shape[axis] = n_out
-    out_spec = np.zeros(out_shape, np.complex64)
-    k_out = np.fft.fftfreq(n_out, 1.0 / n_out)
-    for dst, freq in enumerate(k_out):
-        src = int(freq) % n
-        if abs(freq) <= (min(n, n_out) - 1) / 2.0:
-            sl_dst = [slice(None)] * signal.ndim
-            sl_src = [slice(None)] * signal.ndim
-            sl_dst[axis] = slice(dst, dst + 1)
-            sl_src[axis] = slice(src, src + 1)
-            out_spec[tuple(sl_dst)] = spec[tuple(sl_src)]
+    # the output's k-space lines: the same frequencies, zero where the input has none
+    k_out = np.rint(np.fft.fftfreq(n_out, 1.0 / n_out)).astype(np.int64)
+    shape[axis] = n_out
+    common = (np.abs(k_out) <= (min(n, n_out) - 1) / 2.0).reshape(shape)
+    out_spec = np.take(spec, k_out % n, axis=axis) * common
     return sfft.ifft(out_spec, axis=axis, workers=WORKERS).astype(np.complex64) * np.float32(
         n_out / n
     )
@@ -186,7 +179,7 @@ def _smv_kernel(
     return sfft.fftn(ball, workers=WORKERS).astype(np.complex64)
 
 
-def _sphere_erode(
+def sphere_erode(
     mask: npt.NDArray[np.bool_], voxel_mm: tuple[float, float, float], radius_mm: float
 ) -> npt.NDArray[np.bool_]:
     dist = ndimage.distance_transform_edt(mask, sampling=voxel_mm)
@@ -229,7 +222,7 @@ def vsharp(
         s = _smv_kernel(shape, voxel_mm, r)
         if s_big is None:
             s_big = s
-        valid = _sphere_erode(mask, voxel_mm, r) & ~done
+        valid = sphere_erode(mask, voxel_mm, r) & ~done
         filtered = (f - sfft.ifftn(spec * s, workers=WORKERS).real).astype(np.float32)
         hp[valid] = filtered[valid]
         done |= valid

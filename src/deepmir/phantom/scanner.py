@@ -65,7 +65,7 @@ def _labels_on_grid(
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int16]]:
     """Instance and class maps on the acquired grid by area fraction (>= 0.5, or the
     lesion's fullest voxel when none reaches it)."""
-    w = [acq_ops._overlap_matrix(n, m) for n, m in zip(instances.shape, shape, strict=True)]
+    w = [acq_ops.overlap_matrix(n, m) for n, m in zip(instances.shape, shape, strict=True)]
     best = np.zeros(shape, np.float32)
     out = np.zeros(shape, np.int16)
     for lesion_id in (int(i) for i in np.unique(instances) if i > 0):
@@ -168,7 +168,8 @@ def render_varied(params: SubjectParams, anatomy: SubjectAnatomy) -> SubjectImag
     swi_img = np.sqrt(np.mean(np.square(per_echo), axis=0)) * np.float32(acq.swi_gain / peak)
 
     # --- QSM ---
-    mag_fine = np.abs(phy.gre_signal(m0, tissue.r2s, field, var.echo_times_s[0], var.b0_tesla))
+    # the magnitude that weights the field (first echo, before dephasing): no complex signal needed
+    mag_fine = (m0 * np.exp(-var.echo_times_s[0] * tissue.r2s)).astype(np.float32)
     weight = np.maximum(area_average(mag_fine, out_shape), 1e-6)
     source = field_local if var.qsm_background == "ideal" else field
     field_acq = area_average(mag_fine * source, out_shape) / weight
@@ -180,7 +181,7 @@ def render_varied(params: SubjectParams, anatomy: SubjectAnatomy) -> SubjectImag
     field_acq = field_acq + noise / (acq.swi_snr * rel_mag * rad_eff)
     sizes = np.abs(np.diag(affine)[:3])
     vox = (float(sizes[0]), float(sizes[1]), float(sizes[2]))
-    qsm_mask = acq_ops._sphere_erode(brain_mask, vox, var.qsm_mask_erosion_mm)  # type: ignore[arg-type]
+    qsm_mask = acq_ops.sphere_erode(brain_mask, vox, var.qsm_mask_erosion_mm)  # type: ignore[arg-type]
     if var.qsm_background == "ideal":
         residual = 0.01 * anat.smooth_noise(out_shape, int(seeds[3]), (3, 3, 3))[0]
         local = field_acq + residual
