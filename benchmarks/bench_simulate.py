@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--size", choices=["full", "small"], default="full")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", choices=["narrow", "randomized"], default="narrow")
+    parser.add_argument("--shift", default="none", help="with --preset randomized")
     args = parser.parse_args()
 
     import torch
@@ -35,14 +37,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.n):
             t = time.perf_counter()
-            params, anatomy = draw_with_anatomy(args.seed, index, args.size)
+            params, anatomy = draw_with_anatomy(
+                args.seed, index, args.size, preset=args.preset, shift=args.shift
+            )
             images = render_subject(params, anatomy)
             write_subject(Path(tmp), params, images)
             per_subject.append(time.perf_counter() - t)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     shape = images.t2w.shape
     print(
-        f"deepmir simulate benchmark: size={args.size} grid={shape} "
+        f"deepmir simulate benchmark: size={args.size} preset={args.preset} shift={args.shift} "
+        f"grid={shape} "
         f"threads={torch.get_num_threads()}"
     )
     print(f"template load (once per process): {load_s:.1f} s")
@@ -53,7 +58,8 @@ def main() -> None:
     print(f"peak memory (max RSS): {peak_mb:.0f} MB")
     print(
         "reproduce: .venv/bin/python benchmarks/bench_simulate.py "
-        f"--n {args.n} --size {args.size} --seed {args.seed}"
+        f"--n {args.n} --size {args.size} --seed {args.seed} --preset {args.preset} "
+        f"--shift {args.shift}"
     )
     sys.stdout.flush()
 

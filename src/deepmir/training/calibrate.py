@@ -94,7 +94,7 @@ def calibrate_model(
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}")
     net, card = load_model(model_dir)
-    raw = read_annotated(data, card.modalities)
+    raw = read_annotated(data, card.modalities, card.working_spacing_mm)
     outcomes = {
         str(r.ref): subject_outcomes(net, prepare(r, card.normalization), card) for r in raw
     }

@@ -492,7 +492,7 @@ def retune_model(model_dir: str | Path, data: str | Path) -> tuple[PostProcessin
     from deepmir.model.checkpoint import load_model
 
     net, card = load_model(model_dir)
-    raw = read_annotated(data, card.modalities)
+    raw = read_annotated(data, card.modalities, card.working_spacing_mm)
     subjects = [prepare(r, card.normalization) for r in raw]
     config = TrainConfig(
         modalities=card.modalities,
