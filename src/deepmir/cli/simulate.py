@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from deepmir.cli.arguments import int_at_least
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -17,9 +20,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description="Simulate T2w, SWI and QSM phantoms with CMBs, iron deposits, "
         "calcifications (labelled) and veins (unlabelled), following shared/docs/physics.md.",
     )
-    p.add_argument("--out", required=True, type=Path, help="output BIDS folder")
-    p.add_argument("--n", type=int, default=3, help="number of subjects (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument("--out", required=True, type=Path, help="output BIDS folder (new or empty)")
+    p.add_argument("--n", type=int_at_least(1), default=3, help="number of subjects (default 3)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="cohort seed (default 0)")
     p.add_argument(
         "--size",
         choices=["full", "small"],
@@ -27,19 +30,31 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="full: 1 mm 160x192x160; small: 2 mm 80x96x80 (tests)",
     )
     p.add_argument(
-        "--first-index", type=int, default=0, help="index of the first subject (to extend a cohort)"
+        "--first-index",
+        type=int_at_least(0),
+        default=0,
+        help="index of the first subject (default 0); subject i of a seed is the same in "
+        "any run, so further subjects of a cohort can be drawn into a new folder",
     )
     p.add_argument("--preview", action="store_true", help="write a preview PNG per subject")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the dataset in a non-empty --out (only one written by deepmir "
+        "simulate); without it a non-empty --out is refused",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmir.phantom.simulate import REFERENCE, SimulationConfig, simulate_dataset
+    from deepmir.phantom.simulate import (
+        REFERENCE,
+        SimulationConfig,
+        prepare_folder,
+        simulate_dataset,
+    )
 
     console = Console()
-    if args.n < 1:
-        console.print(f"[red]error:[/red] --n must be at least 1, got {args.n}")
-        return 2
     config = SimulationConfig(
         out=args.out,
         n_subjects=args.n,
@@ -47,7 +62,13 @@ def run(args: argparse.Namespace) -> int:
         grid_size=args.size,
         preview=args.preview,
         first_index=args.first_index,
+        overwrite=args.overwrite,
     )
+    try:
+        prepare_folder(config)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
     counts = simulate_dataset(config)
     print_cohort(console, counts, args.out, REFERENCE, args.preview)
     return 0

@@ -8,6 +8,8 @@ that ``render_subject(SubjectParams.from_json(...))`` regenerates the images.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from deepmir import __version__
-from deepmir.io.atomic import write_json, write_nifti, write_text
+from deepmir.io.atomic import (
+    OutputError,
+    os_reason,
+    prepare_output_dir,
+    write_json,
+    write_nifti,
+    write_text,
+)
 from deepmir.io.bids import SubjectRef
 from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
 from deepmir.phantom.anatomy import DeformationParams, Grid, SubjectAnatomy
@@ -39,6 +48,19 @@ class SimulationConfig:
     grid_size: str = "full"
     preview: bool = False
     first_index: int = 0
+    #: replace a non-empty ``out`` that holds a deepmir phantom cohort (else refused)
+    overwrite: bool = False
+
+    def check(self) -> None:
+        """Argument ranges (``ValueError``), before anything is written."""
+        if self.n_subjects < 1:
+            raise ValueError(f"--n must be at least 1, got {self.n_subjects}")
+        if self.first_index < 0:
+            raise ValueError(f"--first-index must be 0 or more, got {self.first_index}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be 0 or more, got {self.seed}")
+        if self.grid_size not in ("full", "small"):
+            raise ValueError(f"--size must be full or small, got {self.grid_size!r}")
 
 
 def lesion_table(params: SubjectParams, images: SubjectImages) -> pd.DataFrame:
@@ -168,11 +190,20 @@ def draw_with_anatomy(
 
 
 def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.DataFrame:
-    """Simulate a cohort into ``config.out``; returns one row of counts per subject."""
-    if config.n_subjects < 1:
-        raise ValueError(f"--n must be at least 1, got {config.n_subjects}")
-    root = Path(config.out)
-    root.mkdir(parents=True, exist_ok=True)
+    """Simulate a cohort into ``config.out``; returns one row of counts per subject.
+
+    ``config.out`` must be empty or new: a dataset is always one seed's subjects
+    ``first_index .. first_index + n - 1``, described by its
+    ``dataset_description.json``. With ``config.overwrite`` a folder holding a
+    deepmir phantom cohort is emptied first; any other non-empty folder is refused.
+
+    Raises
+    ------
+    ValueError
+        an argument out of range; :class:`~deepmir.io.atomic.OutputError` (a
+        ``ValueError``) for an output folder that is refused or not writable.
+    """
+    root = prepare_folder(config)
     write_json(
         root / "dataset_description.json",
         {
@@ -218,20 +249,59 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
         rows.append(row)
     counts = pd.DataFrame(rows)
     acquisition = counts[["participant_id", "swi_te_ms", "qsm_method"]]
-    _merge_tsv(root / "participants.tsv", acquisition)
-    _merge_tsv(
-        root / REFERENCE / "lesion_counts.tsv", counts.drop(columns=["swi_te_ms", "qsm_method"])
-    )
+    write_text(root / "participants.tsv", acquisition.to_csv(sep="\t", index=False))
+    lesion_counts = counts.drop(columns=["swi_te_ms", "qsm_method"])
+    write_text(root / REFERENCE / "lesion_counts.tsv", lesion_counts.to_csv(sep="\t", index=False))
     return counts
 
 
-def _merge_tsv(path: Path, new: pd.DataFrame) -> None:
-    """Add or replace rows by participant_id, keep the others (re-runs extend a cohort)."""
-    if path.exists():
-        old = pd.read_csv(path, sep="\t", dtype={"participant_id": str})
-        old = old[~old.participant_id.isin(new.participant_id)]
-        new = pd.concat([old, new], ignore_index=True).sort_values("participant_id")
-    write_text(path, new.to_csv(sep="\t", index=False))
+def _is_phantom_cohort(root: Path) -> bool:
+    try:
+        description = json.loads((root / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(description, dict) and "deepmir_simulation" in description
+
+
+def prepare_folder(config: SimulationConfig) -> Path:
+    """Check the arguments and make ``config.out`` an empty folder, or refuse
+    (``ValueError``, :class:`~deepmir.io.atomic.OutputError`): a non-empty folder
+    unless ``config.overwrite`` and it holds a phantom cohort."""
+    config.check()
+    root = Path(config.out)
+    _prepare_folder(root, config.overwrite)
+    return root
+
+
+def _prepare_folder(root: Path, overwrite: bool) -> None:
+    if root.exists() and not root.is_dir():
+        raise OutputError(root, "exists and is not a folder; choose a folder for the dataset")
+    entries = sorted(root.iterdir()) if root.is_dir() else []
+    if entries and not overwrite:
+        names = ", ".join(e.name for e in entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise OutputError(
+            root,
+            f"is not empty ({names}); simulate writes a whole new dataset (one seed, "
+            "consistent participants.tsv and dataset_description.json): choose a new or "
+            "empty folder, or pass --overwrite to replace this one",
+        )
+    if entries:
+        if not _is_phantom_cohort(root):
+            raise OutputError(
+                root,
+                "is not empty and holds no deepmir phantom cohort (its "
+                "dataset_description.json was not written by deepmir simulate); "
+                "--overwrite only replaces a dataset written by deepmir simulate",
+            )
+        for entry in entries:
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError as exc:
+                raise OutputError(entry, f"cannot be removed: {os_reason(exc)}") from exc
+    prepare_output_dir(root)
 
 
 def load_params(root: str | Path, subject: str) -> SubjectParams:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
-import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
-from deepmir.io.bids import SubjectRef, find_subjects
-from deepmir.io.loader import SubjectDataError, load_subject
+from deepmir.io.bids import SubjectRef, dataset_problem, find_subjects
+from deepmir.io.loader import SubjectDataError, load_subject, read_nifti
 from deepmir.model.preprocess import (
     Normalization,
     brain_box,
@@ -47,19 +45,20 @@ def read_annotated(data: str | Path, modalities: tuple[str, ...]) -> list[RawSub
     """Read every subject of a simulated BIDS dataset with its reference labels."""
     data = Path(data)
     out = []
+    problem = dataset_problem(data)
+    if problem:
+        raise SubjectDataError(data, problem)
     refs = find_subjects(data)
-    if not refs:
-        raise SubjectDataError(data, "no sub-* folders: not a BIDS dataset")
     for ref in refs:
         subject = load_subject(data, ref, modalities)
         anat = ref.anat_dir(data / REFERENCE)
         dseg_path = anat / f"{ref.prefix}_dseg.nii.gz"
         if not dseg_path.exists():
             raise SubjectDataError(dseg_path, "reference labels are missing")
-        dseg = np.asarray(cast(nib.Nifti1Image, nib.load(dseg_path)).dataobj).astype(np.uint8)
+        dseg = np.asarray(read_nifti(dseg_path)[1]).astype(np.uint8)
         inst_path = anat / f"{ref.prefix}_desc-instances_dseg.nii.gz"
         instances = (
-            np.asarray(cast(nib.Nifti1Image, nib.load(inst_path)).dataobj).astype(np.int16)
+            np.asarray(read_nifti(inst_path)[1]).astype(np.int16)
             if inst_path.exists()
             else np.zeros_like(dseg, np.int16)
         )

@@ -222,6 +222,8 @@ def train_on_subjects(
     progress: bool = True,
 ) -> TrainResult:
     """Train from prepared subjects (used by ``train`` and ``cv``)."""
+    if config.iterations < 1:
+        raise ValueError(f"training needs at least 1 iteration, got {config.iterations}")
     set_deterministic(config.seed)
     rng = np.random.default_rng(config.seed)
     net = build_network(config.network, in_channels=len(norm.channels))
@@ -296,6 +298,9 @@ def train_on_subjects(
             "subjects": [s.name for s in train],
             "validation_subjects": [s.name for s in val],
             "iterations_run": len(losses),
+            "voxel_size_mm": [
+                float(np.median([voxel_spacing(s.affine)[a] for s in train])) for a in range(3)
+            ],
             "best_validation_lesion_f1": best if val else None,
             "tuned_post_processing": post.to_dict() if tuned_f1 is not None else None,
             "validation_lesion_f1_after_tuning": tuned_f1,
@@ -313,6 +318,8 @@ def train_model(
     progress: bool = True,
 ) -> TrainResult:
     """Train on a BIDS dataset with reference labels; save safetensors + config.json."""
+    if config.iterations < 1:
+        raise ValueError(f"training needs at least 1 iteration, got {config.iterations}")
     raw = read_annotated(data, config.modalities)
     norm = fit(raw, config.modalities)
     subjects = [prepare(r, norm) for r in raw]
