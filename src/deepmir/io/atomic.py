@@ -56,7 +56,12 @@ def os_reason(exc: OSError) -> str:
 
 
 def _temporary_next_to(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # the folder's path is taken by a file
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{final.parent} is a file, not a folder", str(final.parent)
+        ) from exc
     suffix = "".join(final.suffixes)  # keep .nii.gz so nibabel compresses
     while True:
         tmp = final.parent / f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{suffix}"

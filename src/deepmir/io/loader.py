@@ -202,6 +202,7 @@ def load_subject(
     if not modalities:
         raise ValueError("no modality requested")
     mask_path = ref.mask_path(root)
+    _check_grids([ref.modality_path(root, m) for m in modalities] + [mask_path])
     full_mask: npt.NDArray[np.bool_] | None = None
     mask_affine: npt.NDArray[np.float64] | None = None
     if mask_path.exists():
@@ -303,6 +304,33 @@ def _union_box(
     lo = [max(0, min(b[a].start for b in boxes) - margin) for a in range(3)]
     hi = [min(shape[a], max(b[a].stop for b in boxes) + margin) for a in range(3)]
     return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+
+
+def _grid(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]] | None:
+    """A file's grid from its header alone, or None (missing or unreadable: the
+    full read reports that)."""
+    try:
+        img = cast(nib.Nifti1Image, nib.load(str(path)))
+        return tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, dtype=np.float64)
+    except Exception:  # nibabel raises several types for a bad header
+        return None
+
+
+def _check_grids(paths: list[Path]) -> None:
+    """All files on one grid; the odd one out is named, against the grid most files
+    share (the first file's on a tie). Only headers are read."""
+    grids = [(p, g) for p in paths if p.is_file() and (g := _grid(p)) is not None]
+
+    def same(a: tuple[tuple[int, ...], Any], b: tuple[tuple[int, ...], Any]) -> bool:
+        return a[0] == b[0] and bool(np.allclose(a[1], b[1], atol=AFFINE_TOLERANCE_MM))
+
+    if not grids:
+        return
+    votes = [sum(same(g, h) for _, h in grids) for _, g in grids]
+    reference_path, reference = grids[votes.index(max(votes))]
+    for path, grid in grids:
+        if not same(grid, reference):
+            _check_grid(path, grid[0], grid[1], reference_path, reference[0], reference[1])
 
 
 def _check_grid(
