@@ -700,13 +700,6 @@ def _files(root: Path) -> dict[Path, tuple[int, int]]:
     }
 
 
-def _run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exit_:  # argparse refuses an argument
-        return int(exit_.code or 0)
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case, simulated_dataset, battery_model, tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
@@ -718,7 +711,7 @@ def test_bad_input(case, simulated_dataset, battery_model, tmp_path, monkeypatch
     capsys.readouterr()
     env.before = _files(env.out)
     try:
-        rc = _run(env.argv)
+        rc = main(env.argv)
     finally:
         for undo in env.cleanup:
             undo()

@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version (0) or a refused argument (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         code: int = args._run(args)
     except OSError as exc:  # a write that failed during the run (a full disk, say)

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # piped or captured: do not squeeze the table to 80
         console.width = max(console.width, 120)
     try:
-        prepare_output_dir(args.out)
+        prepare_output_dir(args.out, create=False)  # input errors leave no folder
         result = evaluate_dataset(
             args.reference, args.predictions, seed=args.seed, n_bootstrap=args.n_bootstrap
         )

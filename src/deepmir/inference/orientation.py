@@ -42,7 +42,11 @@ class Reorientation:
 
 
 def _apply(volume: npt.NDArray[ScalarT], ornt: npt.NDArray[np.float64]) -> npt.NDArray[ScalarT]:
-    """A contiguous copy, filled channel by channel for a stack (no temporaries)."""
+    """Contiguous, filled channel by channel for a stack (no temporaries); a
+    contiguous input already in place (RAS files) is returned as it is, as
+    ``np.ascontiguousarray`` does for a 3D volume."""
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return np.ascontiguousarray(volume)
     if volume.ndim == 4:
         first = apply_orientation(volume[0], ornt)
         out = np.empty((volume.shape[0], *first.shape), volume.dtype)

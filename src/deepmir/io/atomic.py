@@ -109,8 +109,11 @@ def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
-def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
+def prepare_output_dir(path: str | os.PathLike[str], create: bool = True) -> Path:
     """Create ``path`` if needed and check that files can be written in it.
+
+    With ``create=False`` a missing folder is not created: the nearest existing
+    folder above it must be one where it can be.
 
     Raises :class:`OutputError` (a usage error) for an existing file, a folder
     that cannot be created, or one that cannot be written (read-only file
@@ -118,6 +121,13 @@ def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(path, "exists and is not a folder; choose a folder for the outputs")
+    if not create and not path.exists():
+        above = next(p for p in Path(os.path.abspath(path)).parents if p.exists())
+        if not above.is_dir():
+            raise OutputError(path, f"the folder cannot be created: {above} is a file")
+        if not os.access(above, os.W_OK | os.X_OK):
+            raise OutputError(path, f"the folder cannot be created: {above} is not writable")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
