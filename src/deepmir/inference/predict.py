@@ -168,10 +168,9 @@ def predict_subject(
         else brain_mask_from({m: subject.images[m] for m in card.modalities})
     )
     warnings = check_images(subject.images, file_mask, subject.paths)
-    warnings += check_voxel_size(
-        subject.paths[card.modalities[0]], voxel_spacing(subject.affine), model_voxel_size(card)
-    )
     orient = Reorientation.of(subject.crop_affine, subject.shape)
+    spacing = voxel_spacing(orient.ras_affine)  # along the model's axes
+    warnings += check_voxel_size(subject.paths[card.modalities[0]], spacing, model_voxel_size(card))
     mask = orient.forward(file_mask).astype(bool)
     del file_mask
     # the crop is the brain box plus the margin: the network sees all of it
@@ -180,7 +179,7 @@ def predict_subject(
     )
     probabilities = predict_probabilities(model.net, image, card.patch_size)
     del image
-    lesions = lesions_from_probabilities(probabilities, post, voxel_spacing(orient.ras_affine))
+    lesions = lesions_from_probabilities(probabilities, post, spacing)
     back = Lesions(
         dseg=orient.backward(lesions.dseg),
         instances=orient.backward(lesions.instances),
