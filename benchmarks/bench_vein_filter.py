@@ -107,14 +107,13 @@ def main() -> None:
     for ref in refs:
         prediction = predict_subject(data, ref, model, PostProcessing())
         affine = prediction.subject.affine
+        probabilities = prediction.full_probabilities()  # the input grid, as the reference
         dseg, inst, table = reference(data, ref.subject)
         for name, post in variants.items():
-            lesions = lesions_from_probabilities(
-                prediction.probabilities, post, voxel_spacing(affine)
-            )
+            lesions = lesions_from_probabilities(probabilities, post, voxel_spacing(affine))
             matches[name][str(ref)] = match_subject(dseg, inst, lesions.dseg, affine)
             if post is stored:
-                qsm = prediction.subject.images["qsm"]
+                qsm = prediction.subject.uncrop(prediction.subject.images["qsm"])
                 iron += iron_rows(str(ref), dseg, inst, table, qsm, lesions.dseg)
 
     print(f"model {model.name}; {len(refs)} phantoms, seed {args.seed}; stored {stored}")

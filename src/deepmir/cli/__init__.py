@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from deepmir import __version__
+from deepmir.cli.arguments import EXIT_CODES, HelpFormatter
+from deepmir.io.atomic import os_reason
 
 #: subcommand name -> module under ``deepmir.cli``
 COMMANDS: dict[str, str] = {
@@ -33,20 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deepmir",
         description="Detect cerebral microbleeds, iron deposits and calcifications "
         "from T2w, SWI and QSM.",
+        epilog=EXIT_CODES,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"deepmir {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS.values():
         mod = importlib.import_module(f"deepmir.cli.{module}")
         p = mod.add_parser(sub)
+        p.epilog = EXIT_CODES
+        p.formatter_class = HelpFormatter
         p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    code: int = args._run(args)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version (0) or a refused argument (2)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        code: int = args._run(args)
+    except OSError as exc:  # a write that failed during the run (a full disk, say)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"deepmir {args.command}: error: {where}{os_reason(exc)}", file=sys.stderr)
+        return 1
     return code
 
 

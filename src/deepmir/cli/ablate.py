@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from deepmir.cli.cv import _config, _training_arguments, results_table
 
@@ -21,16 +22,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deepmir.io.atomic import prepare_output_dir
     from deepmir.io.loader import SubjectDataError
     from deepmir.training.crossval import ablate
 
     console = Console()
     try:
+        prepare_output_dir(args.out)
         rows = ablate(
             args.data, args.out, _config(args, ("t2w", "swi", "qsm")), args.folds, log=console.print
         )
     except (SubjectDataError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     console.print(results_table(f"Modality ablation, {args.folds}-fold CV", rows))
     console.print(f"saved: {args.out / 'ablation.tsv'}, {args.out / 'ablation.json'}")

@@ -7,16 +7,25 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from deepmir.cli.arguments import int_at_least
 
 
 def _training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="BIDS folder with reference labels")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--folds", type=int, default=4, help="K (K = subjects: leave-one-out)")
-    p.add_argument("--iterations", type=int, default=1500, help="training iterations per fold")
-    p.add_argument("--val-every", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0, help="seed of folds, patches and weights")
+    p.add_argument(
+        "--folds", type=int_at_least(2), default=4, help="K (K = subjects: leave-one-out)"
+    )
+    p.add_argument(
+        "--iterations", type=int_at_least(1), default=1500, help="training iterations per fold"
+    )
+    p.add_argument("--val-every", type=int_at_least(1), default=500)
+    p.add_argument(
+        "--seed", type=int_at_least(0), default=0, help="seed of folds, patches and weights"
+    )
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -28,7 +37,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--modalities", default="t2w,swi,qsm", help="subset of t2w,swi,qsm")
     p.add_argument(
         "--n-validation",
-        type=int,
+        type=int_at_least(1),
         default=2,
         help="training subjects per fold kept for checkpoint selection and post-processing tuning",
     )
@@ -67,18 +76,20 @@ def _config(args: argparse.Namespace, modalities: tuple[str, ...]) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deepmir.io.atomic import prepare_output_dir
     from deepmir.io.bids import parse_modalities
     from deepmir.io.loader import SubjectDataError
     from deepmir.training.crossval import cross_validate, write_cv
 
     console = Console()
     try:
+        prepare_output_dir(args.out)
         config = _config(args, parse_modalities(args.modalities))
         result = cross_validate(
             args.data, config, args.folds, n_validation=args.n_validation, log=console.print
         )
     except (SubjectDataError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     write_cv(result, args.out)
     title = f"{args.folds}-fold CV, {', '.join(config.modalities)}"

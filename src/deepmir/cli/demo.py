@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from deepmir.cli.arguments import int_at_least
+
 DEMO_SEED = 20211  # never used for training (the shipped models use seed 1000)
 
 
@@ -19,8 +21,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "demo", help="simulate, predict with the shipped model, evaluate, report"
     )
     p.add_argument("--out", type=Path, default=Path("demo_output"))
-    p.add_argument("--n", type=int, default=3)
-    p.add_argument("--seed", type=int, default=DEMO_SEED)
+    p.add_argument("--n", type=int_at_least(1), default=3)
+    p.add_argument("--seed", type=int_at_least(0), default=DEMO_SEED)
     return p
 
 
@@ -41,14 +43,22 @@ def run(args: argparse.Namespace) -> int:
     evaluation = args.out / "evaluation"
     console.print(f"[bold]1/3 simulate[/bold] {args.n} subjects, 1 mm, seed {args.seed}")
     counts = simulate_dataset(
+        # the demo's own folder: a rerun replaces it
         SimulationConfig(
-            out=data, n_subjects=args.n, seed=args.seed, grid_size="full", preset="narrow"
+            out=data,
+            n_subjects=args.n,
+            seed=args.seed,
+            grid_size="full",
+            preset="narrow",
+            overwrite=True,
         )
     )
     print_cohort(console, counts, data, REFERENCE, preview=False)
     console.print("[bold]2/3 predict[/bold] with the shipped model")
     outcome = predict_dataset(
-        data, predictions, log=lambda m: console.print(m, highlight=False, markup=False)
+        data,
+        predictions,
+        log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True),
     )
     console.print("[bold]3/3 evaluate[/bold] against the phantom reference")
     result = evaluate_dataset(data / REFERENCE, predictions, seed=args.seed, n_bootstrap=1000)
@@ -57,4 +67,4 @@ def run(args: argparse.Namespace) -> int:
     console.print(confusion_table(result))
     console.print(f"QC report: {predictions / 'index.html'}", highlight=False)
     console.print(f"evaluation files: {evaluation}", highlight=False)
-    return 1 if outcome.failed else 0
+    return 1 if outcome.failed or outcome.index_error else 0

@@ -14,8 +14,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from deepmir.cli.arguments import int_at_least
 from deepmir.evaluation import EvaluationInputError, evaluate_dataset, write_evaluation
 from deepmir.evaluation.metrics import EvaluationResult
+from deepmir.io.atomic import OutputError, prepare_output_dir
 from deepmir.labels import LABELS, LESION_CLASSES
 
 
@@ -41,10 +43,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="predictions folder (sub-<id>/anat/sub-<id>_desc-deepmir_dseg.nii.gz)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="bootstrap seed (default: 0)")
     p.add_argument(
         "--n-bootstrap",
-        type=int,
+        type=int_at_least(0),
         default=2000,
         metavar="N",
         help="bootstrap resamples for the 95%% CIs (default: 2000; 0: none)",
@@ -116,11 +118,12 @@ def run(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # piped or captured: do not squeeze the table to 80
         console.width = max(console.width, 120)
     try:
+        prepare_output_dir(args.out, create=False)  # input errors leave no folder
         result = evaluate_dataset(
             args.reference, args.predictions, seed=args.seed, n_bootstrap=args.n_bootstrap
         )
         written = write_evaluation(result, args.out)
-    except EvaluationInputError as error:
+    except (EvaluationInputError, OutputError) as error:
         print(f"deepmir evaluate: error: {error}", file=sys.stderr)
         return 2
     console.print(metrics_table(result))

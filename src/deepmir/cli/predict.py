@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from deepmir.cli.arguments import float_in
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -31,7 +35,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true", help="write label-*_probseg")
     p.add_argument(
         "--threshold",
-        type=float,
+        type=float_in(0.0, 1.0),
         default=None,
         help="lesion probability threshold (default: the model's)",
     )
@@ -56,13 +60,13 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             save_probabilities=args.save_probabilities,
             report=not args.no_report,
-            log=lambda m: console.print(m, highlight=False, markup=False),
+            log=lambda m: console.print(m, highlight=False, markup=False, soft_wrap=True),
         )
     except (SubjectDataError, ModelError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     n_ok, n_bad = len(outcome.written), len(outcome.failed)
     console.print(f"{n_ok} subject(s) predicted, {n_bad} failed; outputs in {args.out}")
     if not args.no_report:
         console.print(f"cohort report: {args.out / 'index.html'}", highlight=False)
-    return 1 if n_bad else 0
+    return 1 if n_bad or outcome.index_error else 0

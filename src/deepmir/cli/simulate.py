@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from deepmir.cli.arguments import int_at_least
 from deepmir.phantom.params import PRESETS, SHIFTS
 
 
@@ -19,9 +21,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description="Simulate T2w, SWI and QSM phantoms with CMBs, iron deposits, "
         "calcifications (labelled) and veins (unlabelled), following docs/physics.md.",
     )
-    p.add_argument("--out", required=True, type=Path, help="output BIDS folder")
-    p.add_argument("--n", type=int, default=3, help="number of subjects (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output BIDS folder (new or empty, or the cohort that --first-index extends)",
+    )
+    p.add_argument("--n", type=int_at_least(1), default=3, help="number of subjects (default 3)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="cohort seed (default 0)")
     p.add_argument(
         "--size",
         choices=["full", "small"],
@@ -29,7 +36,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="full: 1 mm 160x192x160; small: 2 mm 80x96x80 (tests)",
     )
     p.add_argument(
-        "--first-index", type=int, default=0, help="index of the first subject (to extend a cohort)"
+        "--first-index",
+        type=int_at_least(0),
+        default=0,
+        help="index of the first subject (default 0); subject i of a seed is the same in "
+        "any run, so further subjects of a cohort can be drawn into a new folder, or into "
+        "the cohort's own folder when --first-index is where it ends (same --seed, "
+        "--preset, --shift, --size)",
     )
     p.add_argument("--preview", action="store_true", help="write a preview PNG per subject")
     p.add_argument(
@@ -47,16 +60,24 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="with --preset randomized: draw one factor from its held-out values "
         "(robustness benchmark); none: the training distribution",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the dataset in a non-empty --out (only one written by deepmir "
+        "simulate); without it a non-empty --out is refused",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmir.phantom.simulate import REFERENCE, SimulationConfig, simulate_dataset
+    from deepmir.phantom.simulate import (
+        REFERENCE,
+        SimulationConfig,
+        prepare_folder,
+        simulate_dataset,
+    )
 
     console = Console()
-    if args.n < 1:
-        console.print(f"[red]error:[/red] --n must be at least 1, got {args.n}")
-        return 2
     config = SimulationConfig(
         out=args.out,
         n_subjects=args.n,
@@ -66,9 +87,15 @@ def run(args: argparse.Namespace) -> int:
         first_index=args.first_index,
         preset=args.preset,
         shift=args.shift,
+        overwrite=args.overwrite,
     )
     if args.shift != "none" and args.preset != "randomized":
         console.print("[red]error:[/red] --shift needs --preset randomized")
+        return 2
+    try:
+        prepare_folder(config)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     counts = simulate_dataset(config)
     print_cohort(console, counts, args.out, REFERENCE, args.preview)

@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from deepmir.cli.arguments import float_in, int_at_least
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -14,10 +18,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="BIDS folder (e.g. from simulate)")
     p.add_argument("--out", required=True, type=Path, help="model folder to write")
     p.add_argument("--modalities", default="t2w,swi,qsm", help="subset of t2w,swi,qsm")
-    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--iterations", type=int_at_least(1), default=2000)
     p.add_argument(
         "--time-budget",
-        type=float,
+        type=float_in(0.0),
         default=None,
         metavar="MINUTES",
         help="stop after this many minutes of training: the model (best checkpoint) and "
@@ -31,7 +35,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=int_at_least(1),
         default=250,
         metavar="N",
         help="write the resume state every N iterations",
@@ -43,13 +47,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="per training patch, replace modality M by zeros with probability P "
         "(e.g. t2w=0.5,qsm=0.3; never swi): the model then serves subjects without M",
     )
-    p.add_argument("--patch", type=int, default=64, help="cubic patch size (multiple of 32)")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--val-every", type=int, default=200)
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--learning-rate", type=float, default=2e-3, help="peak of the one-cycle schedule"
+        "--patch", type=int_at_least(32), default=64, help="cubic patch size (multiple of 32)"
+    )
+    p.add_argument("--batch-size", type=int_at_least(1), default=2)
+    p.add_argument("--val-every", type=int_at_least(1), default=200)
+    p.add_argument("--val-fraction", type=float_in(0.0, 1.0, low_open=False), default=0.2)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
+    p.add_argument(
+        "--learning-rate", type=float_in(0.0), default=2e-3, help="peak of the one-cycle schedule"
     )
     p.add_argument(
         "--init",
@@ -63,7 +69,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from deepmir.io.bids import parse_modalities
+    from deepmir.io.atomic import OutputError, prepare_output_dir
+    from deepmir.io.bids import dataset_problem, parse_modalities
     from deepmir.io.loader import SubjectDataError
     from deepmir.model.network import NetworkConfig
     from deepmir.training.resume import ResumeError
@@ -73,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         modalities = parse_modalities(args.modalities)
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     network = NetworkConfig()
     if args.patch % network.divisor:
@@ -95,14 +102,18 @@ def run(args: argparse.Namespace) -> int:
             modality_dropout=parse_dropout(args.modality_dropout),
         )
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     try:
+        problem = dataset_problem(args.data)
+        if problem:
+            raise SubjectDataError(args.data, problem)
+        prepare_output_dir(args.out)  # before hours of training, not after
         result = train_model(
             args.data, args.out, config, val_fraction=args.val_fraction, resume=args.resume
         )
-    except (SubjectDataError, ResumeError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+    except (SubjectDataError, OutputError, ResumeError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     console.print(f"model written to {args.out} (sha256 {result.card.weights_sha256[:12]}...)")
     if not result.complete:

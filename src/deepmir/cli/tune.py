@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         post, f1 = retune_model(args.model, args.data)
     except (SubjectDataError, ModelError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     console.print(
         f"post-processing {post.to_dict()} (mean lesion F1 {f1:.3f}) saved in {args.model}"

@@ -27,7 +27,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -36,6 +35,7 @@ from deepmir.evaluation.matching import SubjectMatch, match_subject, unknown_lab
 from deepmir.evaluation.metrics import FIGURES, EvaluationResult, compute_metrics
 from deepmir.evaluation.plots import render_plots
 from deepmir.io.atomic import atomic_path, write_text
+from deepmir.io.loader import SubjectDataError, read_nifti
 from deepmir.labels import LABELS, LESION_CLASSES, NAME_TO_INDEX
 
 #: Largest difference (mm) between two affines still taken as one grid.
@@ -152,11 +152,10 @@ def _load_integer_volume(
 ) -> tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.float64]]:
     """A 3D integer volume and its affine, or a clear error naming ``path``."""
     try:
-        image = nib.load(path)
-        data = np.asanyarray(image.dataobj)  # type: ignore[attr-defined]
-        affine = np.asarray(image.affine, dtype=np.float64)  # type: ignore[attr-defined]
-    except Exception as error:  # nibabel raises many types for a bad file
-        raise EvaluationInputError(f"{path}: cannot read {what} as NIfTI ({error})") from error
+        image, data = read_nifti(path)  # a gzip stream's CRC is verified
+        affine = np.asarray(image.affine, dtype=np.float64)
+    except SubjectDataError as error:
+        raise EvaluationInputError(f"{path}: cannot read {what}: {error.problem}") from error
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:

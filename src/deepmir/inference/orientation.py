@@ -34,12 +34,23 @@ class Reorientation:
 
     def forward(self, volume: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
         """A 3D volume or a (C, I, J, K) stack, in RAS voxel order."""
-        if volume.ndim == 4:
-            return np.stack([self.forward(v) for v in volume])
-        return np.ascontiguousarray(apply_orientation(volume, self.to_ras))
+        return _apply(volume, self.to_ras)
 
     def backward(self, volume: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
         """Back onto the file's own voxel grid."""
-        if volume.ndim == 4:
-            return np.stack([self.backward(v) for v in volume])
-        return np.ascontiguousarray(apply_orientation(volume, self.from_ras))
+        return _apply(volume, self.from_ras)
+
+
+def _apply(volume: npt.NDArray[ScalarT], ornt: npt.NDArray[np.float64]) -> npt.NDArray[ScalarT]:
+    """Contiguous, filled channel by channel for a stack (no temporaries); a
+    contiguous input already in place (RAS files) is returned as it is, as
+    ``np.ascontiguousarray`` does for a 3D volume."""
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return np.ascontiguousarray(volume)
+    if volume.ndim == 4:
+        first = apply_orientation(volume[0], ornt)
+        out = np.empty((volume.shape[0], *first.shape), volume.dtype)
+        for c in range(volume.shape[0]):
+            out[c] = apply_orientation(volume[c], ornt)
+        return out
+    return np.ascontiguousarray(apply_orientation(volume, ornt))

@@ -1,14 +1,20 @@
 """``deepmir predict``: a model over a BIDS dataset, outputs per the data contract.
 
 Per subject: load and check the model's modalities (:mod:`deepmir.io.loader`),
-reorient to RAS, resample to the model's working grid (its voxel size, the
-input's axes: :mod:`deepmir.inference.resample`), crop to the brain,
-normalize with the model's stored parameters, sliding-window probabilities
-(MONAI, Gaussian blending), lesions (one class each), then everything is
-written back on the input's own grid and affine, with the working grid
-recorded in the dseg's JSON sidecar. A subject's files are rendered in
-memory first and then moved into place together, so they are all there or
-none is; a failing subject is reported and the others go on.
+cropped to the brain box as each file is read, check that the values are
+plausible (:mod:`deepmir.io.plausibility`), reorient the crop to RAS, resample
+it to the model's working grid (its voxel size, the input's axes:
+:mod:`deepmir.inference.resample`), normalize with the model's stored
+parameters, sliding-window probabilities (MONAI, Gaussian blending), lesions
+(one class each), then everything is written back on the input's own grid and
+affine, with the working grid recorded in the dseg's JSON sidecar. Only the
+crop is ever held (float32), except one full-size volume at a time while
+reading and writing.
+
+A subject's files are rendered in memory first and then moved into place
+together, so they are all there or none is. A failing subject (bad input, a
+write error such as a full disk) is reported, its outputs from an earlier run
+are removed, and the others go on; the cohort index is written in any case.
 """
 
 from __future__ import annotations
@@ -38,12 +44,22 @@ from deepmir.inference.lesions import (
 from deepmir.inference.orientation import Reorientation
 from deepmir.inference.resample import Resampler, instances_backward
 from deepmir.inference.sliding import predict_probabilities
-from deepmir.io.atomic import atomic_group, nifti_image, write_json, write_text
-from deepmir.io.bids import SubjectRef, find_subjects
+from deepmir.io.atomic import (
+    OutputError,
+    atomic_group,
+    json_text,
+    nifti_image,
+    os_reason,
+    prepare_output_dir,
+    remove_stale_temporaries,
+    write_text,
+)
+from deepmir.io.bids import SubjectRef, dataset_problem, find_subjects
 from deepmir.io.loader import Subject, SubjectDataError, load_subject
+from deepmir.io.plausibility import check_images
 from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
 from deepmir.model.checkpoint import ModelCard, ModelError, check_modalities, load_model
-from deepmir.model.preprocess import brain_box, brain_mask_from, normalize
+from deepmir.model.preprocess import brain_mask_from, normalize
 
 #: shipped models (inside the package), most modalities first
 SHIPPED_MODELS = ("t2w-swi-qsm", "swi-qsm")
@@ -93,16 +109,49 @@ def choose_model(model: str | Path, root: Path, refs: list[SubjectRef]) -> Loade
     return LoadedModel(net, card, f"default ({SHIPPED_MODELS[-1]})")
 
 
+#: voxels kept around the brain's bounding box (the crop the network sees)
+CROP_MARGIN = 4
+
+
 @dataclass
 class SubjectPrediction:
+    """One subject's results, in the input's voxel orientation.
+
+    The arrays cover the brain crop ``subject.box`` of the input grid (see
+    :attr:`deepmir.io.loader.Subject.box`), except ``dseg``, which is on the
+    whole input grid, and the probabilities, kept on the working grid and
+    mapped back on demand (:meth:`probability_map`). ``subject.uncrop`` puts a
+    crop array back on the grid.
+    """
+
     ref: SubjectRef
     dseg: npt.NDArray[np.uint8]  # input grid
-    probabilities: npt.NDArray[np.float32]  # (L, ...) input grid
-    lesions: Lesions  # input grid
+    lesions: Lesions  # crop
     table: list[dict[str, Any]]
-    subject: Subject
-    working_grid: Resampler  # RAS-reoriented input grid -> the grid the network ran on
+    subject: Subject  # images and mask: crop
+    working_grid: Resampler  # RAS-reoriented crop -> the grid the network ran on
+    orientation: Reorientation  # crop -> RAS
+    #: (L, ...) class probabilities on the working grid (mapped back on demand)
+    working_probabilities: npt.NDArray[np.float32]
     sources: list[str]  # the input files, relative to the dataset root
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def probability_map(self, label: int) -> npt.NDArray[np.float32]:
+        """Class ``label``'s probability on the whole input grid, linearly
+        interpolated from the working grid (background: 1 outside the crop,
+        lesion classes 0)."""
+        on_crop = self.orientation.backward(
+            self.working_grid.backward(self.working_probabilities[label], 1)
+        ).astype(np.float32, copy=False)
+        if label == 0 and self.subject.box is not None:
+            full = np.ones(self.subject.full_shape, np.float32)
+            full[self.subject.box] = on_crop
+            return full
+        return self.subject.uncrop(on_crop)
+
+    def full_probabilities(self) -> npt.NDArray[np.float32]:
+        """(L, ...) on the whole input grid (L full-size volumes: memory)."""
+        return np.stack([self.probability_map(c) for c in range(len(LABELS))])
 
 
 def predict_subject(
@@ -136,30 +185,31 @@ def predict_subject(
         raise SubjectDataError(ref.modality_path(root, missing[0]), str(exc)) from exc
     # the model's modalities, plus QSM when present for the lesion table's chi
     wanted = tuple(m for m in available if m in card.modalities or m == "qsm")
-    subject = load_subject(root, ref, wanted)
-    shape = subject.shape
-    orient = Reorientation.of(subject.affine, shape)
-    ras = {m: orient.forward(v) for m, v in subject.images.items()}
-    grid = Resampler.of(orient.ras_affine, next(iter(ras.values())).shape, card.working_spacing_mm)
-    warning = grid.voxel_size_warning()
-    if warning is not None and log is not None:
-        log(f"{ref}: {warning}")
-    images = {m: grid.forward(v, 1) for m, v in ras.items()}
-    present = {m: images[m] for m in card.modalities if m in images}
-    mask = (
-        grid.forward(orient.forward(subject.brain_mask).astype(bool), 1)
+    subject = load_subject(root, ref, wanted, crop_margin=CROP_MARGIN)
+    file_mask = (
+        subject.brain_mask
         if subject.brain_mask is not None
-        else brain_mask_from(present)
+        else brain_mask_from({m: subject.images[m] for m in card.modalities if m in subject.images})
     )
-    box = brain_box(mask, 4)
+    warnings = check_images(subject.images, file_mask, subject.paths)
+    orient = Reorientation.of(subject.crop_affine, subject.shape)
+    ras_mask = orient.forward(file_mask).astype(bool)
+    del file_mask
+    grid = Resampler.of(orient.ras_affine, ras_mask.shape, card.working_spacing_mm)
+    warning = grid.voxel_size_warning()
+    if warning is not None:
+        warnings.append(f"{subject.paths[wanted[0]]}: {warning}")
+    images = {m: grid.forward(orient.forward(v), 1) for m, v in subject.images.items()}
+    present = {m: images[m] for m in card.modalities if m in images}
+    mask = grid.forward(ras_mask, 1)
+    del ras_mask
     # a missing optional modality (modality dropout) enters as zeros after normalization
     absent = [m for m in card.modalities if m not in present]
+    # the crop is the brain box plus the margin: the network sees all of it
     image = normalize(present, mask, card.normalization, absent=absent)
-    crop = np.ascontiguousarray(image[(slice(None), *box)])
-    prob_crop = predict_probabilities(model.net, crop, card.patch_size)
-    probabilities = np.zeros((len(LABELS), *mask.shape), np.float32)
-    probabilities[0] = 1.0
-    probabilities[(slice(None), *box)] = prob_crop
+    del images, present
+    probabilities = predict_probabilities(model.net, image, card.patch_size)
+    del image
     lesions = lesions_from_probabilities(probabilities, post, voxel_spacing(grid.target_affine))
     instances = orient.backward(instances_backward(lesions.instances, grid))
     classes = np.concatenate([[0], lesions.labels]).astype(np.uint8)
@@ -172,15 +222,22 @@ def predict_subject(
     working = None if grid.identity else (lesions.instances, grid.target_affine)
     return SubjectPrediction(
         ref=ref,
-        dseg=back.dseg,
-        probabilities=orient.backward(grid.backward(probabilities, 1)),
+        dseg=subject.uncrop(back.dseg),
         lesions=back,
         table=lesion_table(
-            back, subject.affine, subject.images.get("qsm"), working, card.calibration
+            back,
+            subject.crop_affine,
+            subject.images.get("qsm"),
+            working,
+            card.calibration,
+            subject.origin,
         ),
         subject=subject,
         working_grid=grid,
+        orientation=orient,
+        working_probabilities=probabilities,
         sources=sorted(_relative(p, root) for p in subject.paths.values()),
+        warnings=warnings,
     )
 
 
@@ -197,9 +254,12 @@ def lesion_table(
     qsm: npt.NDArray[np.float32] | None,
     working: tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]] | None = None,
     calibration: Calibration | None = None,
+    origin: tuple[int, int, int] = (0, 0, 0),
 ) -> list[dict[str, Any]]:
     """One row per lesion, the contract's columns; ``lesions``, ``affine`` and
-    ``qsm`` on the input grid.
+    ``qsm`` on the input grid, or on a crop of it whose voxel (0, 0, 0) is the
+    input grid's voxel ``origin`` (``affine`` is then the crop's): the (i, j, k)
+    centroids are given on the whole input grid.
 
     ``working``: the lesion instances on the working grid the network ran on
     and that grid's affine, when it is not the input grid. Centroids and
@@ -246,9 +306,9 @@ def lesion_table(
                 "lesion_id": k,
                 "label": int(lesions.labels[k - 1]),
                 "name": LABELS[int(lesions.labels[k - 1])],
-                "i": round(float(centroid[0]), 2),
-                "j": round(float(centroid[1]), 2),
-                "k": round(float(centroid[2]), 2),
+                "i": round(float(centroid[0] + origin[0]), 2),
+                "j": round(float(centroid[1] + origin[1]), 2),
+                "k": round(float(centroid[2] + origin[2]), 2),
                 "x": round(float(xyz[0]), 2),
                 "y": round(float(xyz[1]), 2),
                 "z": round(float(xyz[2]), 2),
@@ -302,27 +362,78 @@ def write_subject(
     report_html: str | None,
     save_probabilities: bool,
 ) -> list[Path]:
-    """Every file of the subject staged under temporary names, then renamed together.
+    """Every file of the subject staged under temporary names, then renamed together;
+    the subject's outputs of an earlier run that this one does not write (say, its
+    probabilities) are removed, so that the folder never mixes two runs.
 
     ``report_html=None`` (``--no-report``) writes no report file.
+
+    Raises
+    ------
+    OutputError
+        naming the file and the problem (a full disk, a folder that cannot be
+        written); nothing of the subject is left then.
     """
     paths = output_paths(out, prediction.ref)
     affine = prediction.subject.affine
-    names = ["dseg", "dseg-json", "lesions"] + (["report"] if report_html is not None else [])
+
+    def dseg(tmp: Path) -> None:
+        nib.save(nifti_image(prediction.dseg, affine, np.uint8), tmp)
+
+    def probability(label: int) -> Callable[[Path], None]:
+        def write(tmp: Path) -> None:  # one full-size volume at a time
+            nib.save(nifti_image(prediction.probability_map(label), affine, np.float32), tmp)
+
+        return write
+
+    def text(content: str) -> Callable[[Path], None]:
+        def write(tmp: Path) -> None:
+            tmp.write_text(content, encoding="utf-8")
+
+        return write
+
+    writers: dict[str, Callable[[Path], None]] = {
+        "dseg": dseg,
+        "dseg-json": text(json.dumps(dseg_sidecar(prediction), indent=2) + "\n"),
+        "lesions": text(lesions_tsv(prediction.table)),
+    }
+    if report_html is not None:
+        writers["report"] = text(report_html)
     if save_probabilities:
-        names += [f"prob-{label}" for label in LESION_CLASSES]
-    with atomic_group() as stage:
-        nib.save(nifti_image(prediction.dseg, affine, np.uint8), stage(paths["dseg"]))
-        sidecar = json.dumps(dseg_sidecar(prediction), indent=2) + "\n"
-        stage(paths["dseg-json"]).write_text(sidecar)
-        if save_probabilities:
-            for label in LESION_CLASSES:
-                image = nifti_image(prediction.probabilities[label], affine, np.float32)
-                nib.save(image, stage(paths[f"prob-{label}"]))
-        stage(paths["lesions"]).write_text(lesions_tsv(prediction.table))
-        if report_html is not None:
-            stage(paths["report"]).write_text(report_html)
-    return [paths[n] for n in names]
+        writers.update({f"prob-{label}": probability(label) for label in LESION_CLASSES})
+    current = paths["dseg"]
+    try:
+        with atomic_group() as stage:
+            for name, write in writers.items():
+                current = paths[name]
+                write(stage(current))
+        for name, path in paths.items():
+            if name not in writers:
+                current = path
+                path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(current, f"cannot be written: {os_reason(exc)}") from exc
+    return [paths[name] for name in writers]
+
+
+def discard_outputs(out: Path, ref: SubjectRef) -> str:
+    """Remove a failed subject's outputs of an earlier run (they would be taken for
+    this run's); returns what was done, for the error message."""
+    existing = [p for p in output_paths(out, ref).values() if p.exists()]
+    problems = []
+    for path in existing:
+        try:
+            path.unlink()
+        except OSError as exc:
+            problems.append(f"{path.name} ({os_reason(exc)})")
+    if problems:
+        return (
+            f" [its outputs from an earlier run could not be removed: {', '.join(problems)}; "
+            "do not use them]"
+        )
+    if existing:
+        return f" [its {len(existing)} output file(s) from an earlier run were removed]"
+    return ""
 
 
 def dseg_sidecar(prediction: SubjectPrediction) -> dict[str, Any]:
@@ -343,12 +454,16 @@ class PredictOutcome:
     failed: dict[str, str]
     counts: dict[str, dict[str, int]]
     model: str
+    warnings: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: the cohort index could not be written (the message says why)
+    index_error: str | None = None
 
 
 def select_subjects(root: Path, labels: Iterable[str] | None) -> list[SubjectRef]:
+    problem = dataset_problem(root)
+    if problem:
+        raise SubjectDataError(root, problem)
     refs = find_subjects(root)
-    if not refs:
-        raise SubjectDataError(root, "no sub-* folders: not a BIDS dataset")
     if labels:
         wanted = {label.removeprefix("sub-") for label in labels}
         unknown = wanted - {r.subject for r in refs}
@@ -369,39 +484,85 @@ def predict_dataset(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> PredictOutcome:
-    """Predict every (selected) subject; a failing subject is reported and skipped."""
+    """Predict every (selected) subject; a failing subject is reported and skipped.
+
+    Usage errors are raised before any subject is processed: a bad ``data``
+    folder or participant (:class:`SubjectDataError`), a bad model folder
+    (:class:`ModelError`), an output folder that cannot be written
+    (:class:`OutputError`), a threshold outside (0, 1) (``ValueError``).
+    Then every subject is done or fails alone: bad or implausible input, or a
+    write error (a full disk), is recorded in ``failed`` with its message, and
+    the subject's outputs of an earlier run are removed."""
     from deepmir.report.html import cohort_index, subject_report
 
     root, out = Path(data), Path(out)
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise ValueError(f"--threshold must be between 0 and 1, got {threshold}")
     refs = select_subjects(root, participants)
     loaded = choose_model(model, root, refs)
     post = loaded.card.post
     if threshold is not None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"--threshold must be between 0 and 1, got {threshold}")
         post = dataclasses.replace(post, threshold=threshold)
+    prepare_output_dir(out)
+    stale = remove_stale_temporaries(out)
+    if stale:
+        log(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run")
     log(f"model: {loaded.name}, modalities {'+'.join(loaded.card.modalities)}")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "dataset_description.json", _description(loaded, root))
-    write_text(out / "dseg.tsv", dseg_tsv())
-    written: dict[str, list[Path]] = {}
-    failed: dict[str, str] = {}
-    counts: dict[str, dict[str, int]] = {}
-    for ref in tqdm(refs, desc="predict", unit="subject", disable=not progress):
+    for path, content in (
+        (out / "dataset_description.json", json_text(_description(loaded, root))),
+        (out / "dseg.tsv", dseg_tsv()),
+    ):
         try:
-            prediction = predict_subject(root, ref, loaded, post, log)
+            write_text(path, content)
+        except OSError as exc:
+            raise OutputError(path, f"cannot be written: {os_reason(exc)}") from exc
+    outcome = PredictOutcome({}, {}, {}, loaded.name)
+    bar = tqdm(refs, desc="predict", unit="subject", disable=None if progress else True)
+
+    def say(message: str) -> None:  # on its own line, never glued to the progress bar
+        with tqdm.external_write_mode():
+            log(message)
+
+    for ref in bar:
+        name = str(ref)
+        try:
+            prediction = predict_subject(root, ref, loaded, post)
+            for warning in prediction.warnings:
+                say(f"{name}: WARNING: {warning}")
             html = subject_report(prediction, loaded.name) if report else None
-            written[str(ref)] = write_subject(out, prediction, html, save_probabilities)
-            counts[str(ref)] = {
-                name: int((prediction.lesions.labels == label).sum())
-                for label, name in LESION_CLASSES.items()
+            outcome.written[name] = write_subject(out, prediction, html, save_probabilities)
+            outcome.counts[name] = {
+                label_name: int((prediction.lesions.labels == label).sum())
+                for label, label_name in LESION_CLASSES.items()
             }
-        except (SubjectDataError, ModelError) as exc:
-            failed[str(ref)] = str(exc)
-            log(f"{ref}: FAILED: {exc}")
+            outcome.warnings[name] = prediction.warnings
+            del prediction
+            if progress and bar.disable:  # no bar (a log file): one line per subject
+                counted = ", ".join(f"{v} {k}" for k, v in outcome.counts[name].items())
+                say(f"{name}: done ({counted})")
+        except (SubjectDataError, ModelError, OutputError) as exc:
+            outcome.failed[name] = str(exc) + discard_outputs(out, ref)
+        except OSError as exc:  # a write outside write_subject, say
+            where = exc.filename or out
+            outcome.failed[name] = f"{where}: {os_reason(exc)}" + discard_outputs(out, ref)
+        except MemoryError as exc:
+            outcome.failed[name] = (
+                f"{ref.anat_dir(root)}: not enough memory for this subject ({exc})"
+                + discard_outputs(out, ref)
+            )
+        if name in outcome.failed:
+            say(f"{name}: FAILED: {outcome.failed[name]}")
     if report:
-        write_text(out / "index.html", cohort_index(counts, failed, loaded.name, out))
-    return PredictOutcome(written, failed, counts, loaded.name)
+        index = out / "index.html"
+        try:
+            write_text(
+                index,
+                cohort_index(outcome.counts, outcome.failed, loaded.name, out, outcome.warnings),
+            )
+        except OSError as exc:
+            outcome.index_error = f"{index}: cannot be written: {os_reason(exc)}"
+            say(f"FAILED: {outcome.index_error}")
+    return outcome
 
 
 def _description(model: LoadedModel, root: Path) -> dict[str, Any]:

@@ -28,4 +28,10 @@ def predict_probabilities(
             padding_mode="constant",
         )
         assert isinstance(logits, torch.Tensor)
-        return torch.softmax(logits[0], dim=0).numpy().astype(np.float32)
+        scores = logits[0]
+        del logits
+        # softmax in place, a slab at a time: no second (L, I, J, K) array
+        step = max(1, (1 << 22) // max(1, scores[0, 0].numel()))
+        for i in range(0, scores.shape[1], step):
+            scores[:, i : i + step] = torch.softmax(scores[:, i : i + step], dim=0)
+        return np.asarray(scores.numpy(), dtype=np.float32)

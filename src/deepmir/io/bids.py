@@ -38,6 +38,18 @@ class SubjectRef:
         return self.prefix
 
 
+def dataset_problem(root: str | Path) -> str | None:
+    """What makes ``root`` unusable as a BIDS dataset folder, or None."""
+    root = Path(root)
+    if not root.exists():
+        return "does not exist (give the BIDS dataset folder)"
+    if not root.is_dir():
+        return "is a file, not a BIDS dataset folder"
+    if not find_subjects(root):
+        return "no sub-* folders: not a BIDS dataset"
+    return None
+
+
 def find_subjects(root: str | Path) -> list[SubjectRef]:
     """Subjects (and sessions, where present) of a BIDS folder, sorted."""
     refs: list[SubjectRef] = []

@@ -2,8 +2,13 @@
 
 Reads the modalities of one subject as laid out in the data contract, checks
 them, and raises :class:`SubjectDataError` (one clear error type that names the
-file and the problem) on bad input: missing file, unreadable or corrupt file,
-4D or non-float data, NaN/Inf, grids that do not match, an empty brain mask.
+file and the problem) on bad input: missing, empty or corrupt file (a gzip
+stream's CRC32 and length are verified before the data are used), 4D or
+non-float data, NaN/Inf, grids that do not match, an empty brain mask.
+
+With ``crop_margin`` the images are cropped to the brain box as each file is
+read, so that only one full-size volume is in memory at a time (the memory
+of a 512 x 512 x 400 input stays well below 3 GB).
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from deepmir.io.bids import ALL_MODALITIES, MODALITY_SUFFIX, SubjectRef
 
 #: tolerance on affines when checking that modalities share one grid (mm)
 AFFINE_TOLERANCE_MM = 1e-3
+#: ``brain_mask_from``'s threshold: voxels with signal
+SIGNAL_THRESHOLD = 1e-6
+
+Box = tuple[slice, slice, slice]
 
 
 class SubjectDataError(ValueError):
@@ -39,7 +48,9 @@ class Subject:
 
     ``images`` maps modality key (``t2w``, ``swi``, ``qsm``) to a float32 3D
     array; ``qsm`` is in ppm. ``brain_mask`` is the contract's mask when present,
-    else ``None``.
+    else ``None``. ``affine`` is the file's. When the subject was loaded with a
+    crop, ``box`` is the crop (file voxel slices) of the images and mask, and
+    ``grid_shape`` the file's full shape; otherwise ``box`` is ``None``.
     """
 
     ref: SubjectRef
@@ -47,19 +58,94 @@ class Subject:
     affine: npt.NDArray[np.float64]
     brain_mask: npt.NDArray[np.bool_] | None
     paths: dict[str, Path]
+    box: Box | None = None
+    grid_shape: tuple[int, int, int] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return next(iter(self.images.values())).shape
+        """Shape of the arrays held (the crop's when cropped)."""
+        return next(iter(self.images.values())).shape  # type: ignore[return-value]
+
+    @property
+    def full_shape(self) -> tuple[int, int, int]:
+        """Shape of the input grid."""
+        return self.grid_shape if self.grid_shape is not None else self.shape
+
+    @property
+    def origin(self) -> tuple[int, int, int]:
+        """Input-grid voxel index of the arrays' voxel (0, 0, 0)."""
+        if self.box is None:
+            return (0, 0, 0)
+        i, j, k = (int(s.start) for s in self.box)
+        return (i, j, k)
+
+    @property
+    def crop_affine(self) -> npt.NDArray[np.float64]:
+        """Voxel-to-scanner matrix of the arrays held."""
+        affine = self.affine.copy()
+        affine[:3, 3] = self.affine[:3, :3] @ np.asarray(self.origin, float) + self.affine[:3, 3]
+        return affine
+
+    def uncrop(self, volume: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """A volume on the arrays' grid put back on the input grid (zeros around)."""
+        if self.box is None:
+            return volume
+        full = np.zeros(self.full_shape, volume.dtype)
+        full[self.box] = volume
+        return full
 
 
-def _read(path: Path) -> tuple[Any, npt.NDArray[Any]]:
+def _drain(stream: gzip.GzipFile) -> None:
+    """Read a gzip stream to its end: gzip checks the CRC32 and length there."""
+    while stream.read(1 << 20):
+        pass
+
+
+def read_nifti(path: Path) -> tuple[Any, npt.NDArray[Any]]:
+    """A NIfTI file's image (header, affine) and data array, or a clear error.
+
+    A ``.gz`` file is read as one stream, header and data, then to its end,
+    where gzip verifies the CRC32 and length of everything decompressed (what
+    ``gzip -t`` does): a flipped byte cannot go through as changed voxels.
+    """
     if not path.exists():
         raise SubjectDataError(path, "file is missing")
+    if path.is_dir():
+        raise SubjectDataError(path, "is a folder, not a NIfTI file")
+    if path.stat().st_size == 0:
+        raise SubjectDataError(path, "file is empty (0 bytes)")
+    if not path.name.endswith(".gz"):
+        return _read_plain(path)
+    with open(path, "rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            raise SubjectDataError(
+                path, "is not a gzip file although its name ends in .gz (not a .nii.gz image)"
+            )
+    try:
+        with gzip.open(path, "rb") as stream:
+            try:
+                img = nib.Nifti1Image.from_stream(stream)
+                data = np.asanyarray(img.dataobj)
+            except (gzip.BadGzipFile, zlib.error, EOFError):
+                raise
+            except Exception as exc:  # nibabel raises several types for a bad header
+                _drain(stream)  # a corrupt stream is the better explanation
+                raise SubjectDataError(path, f"is not a readable NIfTI image ({exc})") from exc
+            _drain(stream)
+    except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
+        raise SubjectDataError(
+            path, f"is corrupt or truncated (gzip integrity check failed: {exc})"
+        ) from exc
+    except OSError as exc:
+        raise SubjectDataError(path, f"cannot be read ({exc})") from exc
+    return img, data
+
+
+def _read_plain(path: Path) -> tuple[Any, npt.NDArray[Any]]:
     try:
         img = cast(nib.Nifti1Image, nib.load(str(path)))
         data = np.asanyarray(img.dataobj)
-    except (gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
+    except (EOFError, OSError) as exc:
         raise SubjectDataError(path, f"cannot be read (corrupt or truncated file: {exc})") from exc
     except Exception as exc:  # nibabel raises several types for a bad header
         raise SubjectDataError(path, f"is not a readable NIfTI image ({exc})") from exc
@@ -87,6 +173,7 @@ def load_subject(
     ref: SubjectRef,
     modalities: tuple[str, ...] = ALL_MODALITIES,
     require_mask: bool = False,
+    crop_margin: int | None = None,
 ) -> Subject:
     """Read and check the ``modalities`` of one subject of a raw BIDS dataset.
 
@@ -96,54 +183,154 @@ def load_subject(
     ref : the subject (and session)
     modalities : keys among ``t2w``, ``swi``, ``qsm``
     require_mask : if True, a missing ``desc-brain_mask`` is an error
+    crop_margin : if given, crop the images (and mask) to the brain's bounding
+        box plus this many voxels as each file is read: the brain mask's box,
+        or without a mask the box of the voxels with signal in any modality
+        (:func:`deepmir.model.preprocess.brain_mask_from`'s brain). Every check
+        still looks at the whole file.
 
     Raises
     ------
     SubjectDataError
         naming the file and the problem.
     """
-    images: dict[str, npt.NDArray[np.float32]] = {}
-    paths: dict[str, Path] = {}
-    affine: npt.NDArray[np.float64] | None = None
-    shape: tuple[int, ...] | None = None
-    first: Path | None = None
+    from deepmir.model.preprocess import brain_box
+
     for modality in modalities:
         if modality not in MODALITY_SUFFIX:
             raise ValueError(f"unknown modality {modality!r}")
-        path = ref.modality_path(root, modality)
-        img, data = _read(path)
-        _check_volume(path, img, data, is_mask=False)
-        arr = np.asarray(data, dtype=np.float32).reshape(data.shape[:3])
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            raise SubjectDataError(path, f"contains {int(bad.sum())} NaN or infinite voxels")
-        aff = np.asarray(img.affine, dtype=np.float64)
-        if affine is None:
-            affine, shape, first = aff, arr.shape, path
-        else:
-            _check_grid(path, arr.shape, aff, first, shape, affine)  # type: ignore[arg-type]
-        images[modality] = arr
-        paths[modality] = path
-
-    mask: npt.NDArray[np.bool_] | None = None
+    if not modalities:
+        raise ValueError("no modality requested")
     mask_path = ref.mask_path(root)
+    _check_grids([ref.modality_path(root, m) for m in modalities] + [mask_path])
+    full_mask: npt.NDArray[np.bool_] | None = None
+    mask_affine: npt.NDArray[np.float64] | None = None
     if mask_path.exists():
-        img, data = _read(mask_path)
+        img, data = read_nifti(mask_path)
         _check_volume(mask_path, img, data, is_mask=True)
         m = np.asarray(data).reshape(data.shape[:3])
         if not np.all(np.isfinite(m)):
             raise SubjectDataError(mask_path, "contains NaN or infinite voxels")
-        if affine is not None:
-            _check_grid(mask_path, m.shape, np.asarray(img.affine), first, shape, affine)  # type: ignore[arg-type]
-        mask = m > 0.5
-        if not mask.any():
-            raise SubjectDataError(mask_path, "brain mask is empty (no voxel > 0.5)")
-        paths["mask"] = mask_path
+        full_mask = m > 0.5
+        mask_affine = np.asarray(img.affine, dtype=np.float64)
+        del img, data, m
     elif require_mask:
         raise SubjectDataError(mask_path, "file is missing")
-    if affine is None:
+
+    images: dict[str, npt.NDArray[np.float32]] = {}
+    paths: dict[str, Path] = {}
+    affine: npt.NDArray[np.float64] | None = None
+    shape: tuple[int, int, int] | None = None
+    first: Path | None = None
+    box: Box | None = None
+    # without a mask: each modality cropped to its own voxels with signal, for now
+    parts: dict[str, tuple[npt.NDArray[np.float32], Box] | None] = {}
+    for modality in modalities:
+        path = ref.modality_path(root, modality)
+        img, data = read_nifti(path)
+        _check_volume(path, img, data, is_mask=False)
+        arr: npt.NDArray[Any] = data.reshape(data.shape[:3])
+        n_bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if n_bad:
+            raise SubjectDataError(path, f"contains {n_bad} NaN or infinite voxels")
+        aff = np.asarray(img.affine, dtype=np.float64)
+        if affine is None or shape is None or first is None:
+            affine, shape, first = aff, (arr.shape[0], arr.shape[1], arr.shape[2]), path
+            if full_mask is not None and mask_affine is not None:
+                _check_grid(mask_path, full_mask.shape, mask_affine, first, shape, affine)
+                if not full_mask.any():
+                    raise SubjectDataError(mask_path, "brain mask is empty (no voxel > 0.5)")
+                if crop_margin is not None:
+                    box = _box3(brain_box(full_mask, crop_margin))
+        else:
+            _check_grid(path, arr.shape, aff, first, shape, affine)
+        if crop_margin is None:
+            images[modality] = np.asarray(arr, dtype=np.float32)
+        elif box is not None:
+            images[modality] = np.ascontiguousarray(arr[box], dtype=np.float32)
+        else:
+            signal = np.abs(arr) > SIGNAL_THRESHOLD
+            own = _box3(brain_box(signal, 0)) if signal.any() else None
+            del signal
+            parts[modality] = (
+                None if own is None else (np.ascontiguousarray(arr[own], np.float32), own)
+            )
+        paths[modality] = path
+        del img, data, arr
+
+    if affine is None or shape is None:  # pragma: no cover - modalities is not empty
         raise ValueError("no modality requested")
-    return Subject(ref=ref, images=images, affine=affine, brain_mask=mask, paths=paths)
+    if crop_margin is not None and box is None:
+        box = _union_box(parts, shape, crop_margin)
+        for modality, part in parts.items():
+            volume = np.zeros(tuple(s.stop - s.start for s in box), np.float32)
+            if part is not None:
+                values, own = part
+                volume[
+                    tuple(
+                        slice(o.start - b.start, o.stop - b.start)
+                        for o, b in zip(own, box, strict=True)
+                    )
+                ] = values
+            images[modality] = volume
+    mask: npt.NDArray[np.bool_] | None = None
+    if full_mask is not None:
+        mask = np.ascontiguousarray(full_mask[box]) if box is not None else full_mask
+        paths["mask"] = mask_path
+    return Subject(
+        ref=ref,
+        images=images,
+        affine=affine,
+        brain_mask=mask,
+        paths=paths,
+        box=box,
+        grid_shape=shape if box is not None else None,
+    )
+
+
+def _box3(box: tuple[slice, ...]) -> Box:
+    return (box[0], box[1], box[2])
+
+
+def _union_box(
+    parts: dict[str, tuple[npt.NDArray[np.float32], Box] | None],
+    shape: tuple[int, int, int],
+    margin: int,
+) -> Box:
+    """The box of the voxels with signal in any modality, plus ``margin``."""
+    boxes = [own for part in parts.values() if part is not None for _, own in [part]]
+    if not boxes:
+        return (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+    lo = [max(0, min(b[a].start for b in boxes) - margin) for a in range(3)]
+    hi = [min(shape[a], max(b[a].stop for b in boxes) + margin) for a in range(3)]
+    return (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+
+
+def _grid(path: Path) -> tuple[tuple[int, ...], npt.NDArray[np.float64]] | None:
+    """A file's grid from its header alone, or None (missing or unreadable: the
+    full read reports that)."""
+    try:
+        img = cast(nib.Nifti1Image, nib.load(str(path)))
+        return tuple(int(n) for n in img.shape[:3]), np.asarray(img.affine, dtype=np.float64)
+    except Exception:  # nibabel raises several types for a bad header
+        return None
+
+
+def _check_grids(paths: list[Path]) -> None:
+    """All files on one grid; the odd one out is named, against the grid most files
+    share (the first file's on a tie). Only headers are read."""
+    grids = [(p, g) for p in paths if p.is_file() and (g := _grid(p)) is not None]
+
+    def same(a: tuple[tuple[int, ...], Any], b: tuple[tuple[int, ...], Any]) -> bool:
+        return a[0] == b[0] and bool(np.allclose(a[1], b[1], atol=AFFINE_TOLERANCE_MM))
+
+    if not grids:
+        return
+    votes = [sum(same(g, h) for _, h in grids) for _, g in grids]
+    reference_path, reference = grids[votes.index(max(votes))]
+    for path, grid in grids:
+        if not same(grid, reference):
+            _check_grid(path, grid[0], grid[1], reference_path, reference[0], reference[1])
 
 
 def _check_grid(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepmir import __version__
@@ -121,28 +122,80 @@ def save_model(model_dir: str | Path, net: torch.nn.Module, card: ModelCard) -> 
 
 
 def load_model(model_dir: str | Path) -> tuple[torch.nn.Module, ModelCard]:
-    """Load a model folder; refuse missing files, a bad config, or a tampered weight file."""
+    """Load a model folder; refuse missing files, a bad config, a tampered weight file,
+    a file that is not safetensors (a pickle is never unpickled), weights of
+    another architecture, or a model that was never trained.
+
+    Raises
+    ------
+    ModelError
+        naming the file and the problem.
+    """
     model_dir = Path(model_dir)
     config_path, weights_path = model_dir / CONFIG, model_dir / WEIGHTS
+    if not model_dir.is_dir():
+        what = "does not exist" if not model_dir.exists() else "is a file"
+        raise ModelError(
+            f"{model_dir}: {what}; --model takes 'default' or a model folder "
+            f"({CONFIG} and {WEIGHTS}, written by deepmir train)"
+        )
     for path in (config_path, weights_path):
-        if not path.exists():
+        if not path.is_file():
             raise ModelError(
                 f"{path}: file is missing (a model folder holds {CONFIG} and {WEIGHTS})"
             )
     try:
         card = ModelCard.from_dict(json.loads(config_path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{config_path}: not a deepmir model config ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{config_path}: not a deepmir model config ({exc!r})") from exc
+    unknown = [m for m in card.modalities if m not in MODALITY_SUFFIX]
+    if unknown or not card.modalities:
+        raise ModelError(f"{config_path}: unknown modalities {unknown or '(none)'}")
+    if card.training.get("iterations_run") == 0:
+        raise ModelError(
+            f"{config_path}: the model was never trained (0 iterations); "
+            "train it with deepmir train --iterations N (N >= 1)"
+        )
     actual = sha256_of(weights_path)
     if actual != card.weights_sha256:
         raise ModelError(
             f"{weights_path}: sha256 {actual[:12]}... does not match {CONFIG} "
             f"({card.weights_sha256[:12]}...); the weights were changed or corrupted"
         )
-    net = build_network(card.network, in_channels=len(card.normalization.channels))
-    net.load_state_dict(load_file(str(weights_path)))
+    state = _read_safetensors(weights_path)
+    try:
+        net = build_network(card.network, in_channels=len(card.normalization.channels))
+    except (TypeError, ValueError, KeyError, AssertionError) as exc:
+        raise ModelError(
+            f"{config_path}: the network it describes cannot be built ({exc})"
+        ) from exc
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise ModelError(
+            f"{weights_path}: the weights do not fit the architecture in {CONFIG} "
+            f"(weights of another network?): {detail[:400]}"
+        ) from exc
     net.eval()
     return net, card
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; never unpickles anything."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        kind = "a zip (torch.save)" if head.startswith(b"PK") else "a pickle"
+        raise ModelError(
+            f"{path}: is {kind} file, not safetensors; deepmir never unpickles weights "
+            "(a pickle can run any code). Convert it where you trust it: "
+            "safetensors.torch.save_file(torch.load(f).state_dict(), 'model.safetensors')"
+        )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 def check_modalities(card: ModelCard, available: dict[str, Path]) -> None:

@@ -84,25 +84,35 @@ def normalize(
     absent: Collection[str] = (),
 ) -> FloatArray:
     """Stack the model's input channels (:attr:`Normalization.channels`) into a
-    (C, I, J, K) float32 array; the channels of ``absent`` modalities (a model's
-    optional modalities that a subject lacks) are zeros, as in modality dropout."""
-    channels: list[FloatArray] = []
+    (C, I, J, K) float32 array, filled in place (no float64 or per-channel
+    copies); the channels of ``absent`` modalities (a model's optional
+    modalities that a subject lacks) are zeros, as in modality dropout."""
+    out = np.zeros((len(norm.channels), *mask.shape), np.float32)
+    c = 0
     for modality in norm.modalities:
         if modality in absent:
-            zeros = np.zeros(mask.shape, np.float32)
-            channels.extend([zeros] * len(norm.channel_indices(modality)))
+            c += len(norm.channel_indices(modality))
             continue
-        x = images[modality].astype(np.float32)
+        x = images[modality]
         if modality == "qsm":
-            q = np.where(mask, x / norm.qsm_scale_ppm, 0.0)
-            channels.extend((np.maximum(q, 0.0), np.maximum(-q, 0.0)))
+            q = np.divide(x, np.float32(norm.qsm_scale_ppm), dtype=np.float32)
+            q[~mask] = 0.0
+            np.maximum(q, 0.0, out=out[c])
+            np.negative(q, out=q)
+            np.maximum(q, 0.0, out=out[c + 1])
+            del q
+            c += 2
         else:
             inside = x[mask] if mask.any() else x.ravel()
             med = float(np.median(inside))
             q1, q3 = np.percentile(inside, [25, 75])
+            del inside
             iqr = max(float(q3 - q1), 1e-6 * max(abs(med), 1.0))
-            channels.append(np.where(mask, (x - med) / iqr, 0.0))
-    return np.stack(channels).astype(np.float32)
+            np.subtract(x, np.float32(med), out=out[c], dtype=np.float32)
+            out[c] /= np.float32(iqr)
+            out[c][~mask] = 0.0
+            c += 1
+    return out
 
 
 def brain_box(mask: npt.NDArray[np.bool_], margin: int) -> tuple[slice, ...]:

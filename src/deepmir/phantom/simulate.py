@@ -8,6 +8,8 @@ that ``render_subject(SubjectParams.from_json(...))`` regenerates the images.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from deepmir import __version__
-from deepmir.io.atomic import write_json, write_nifti, write_text
+from deepmir.io.atomic import (
+    OutputError,
+    os_reason,
+    prepare_output_dir,
+    write_json,
+    write_nifti,
+    write_text,
+)
 from deepmir.io.bids import SubjectRef
 from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
 from deepmir.phantom.anatomy import DeformationParams, Grid, SubjectAnatomy
@@ -43,6 +52,21 @@ class SimulationConfig:
     preset: str = "randomized"
     #: held-out factor for the robustness benchmark ("none": training distribution)
     shift: str = "none"
+    #: replace a non-empty ``out`` that holds a deepmir phantom cohort (else refused,
+    #: unless the run extends that cohort: same seed, preset, shift and size,
+    #: subjects from ``first_index`` on not there yet)
+    overwrite: bool = False
+
+    def check(self) -> None:
+        """Argument ranges (``ValueError``), before anything is written."""
+        if self.n_subjects < 1:
+            raise ValueError(f"--n must be at least 1, got {self.n_subjects}")
+        if self.first_index < 0:
+            raise ValueError(f"--first-index must be 0 or more, got {self.first_index}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be 0 or more, got {self.seed}")
+        if self.grid_size not in ("full", "small"):
+            raise ValueError(f"--size must be full or small, got {self.grid_size!r}")
 
 
 def lesion_table(params: SubjectParams, images: SubjectImages) -> pd.DataFrame:
@@ -186,11 +210,26 @@ def draw_with_anatomy(
 
 
 def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.DataFrame:
-    """Simulate a cohort into ``config.out``; returns one row of counts per subject."""
-    if config.n_subjects < 1:
-        raise ValueError(f"--n must be at least 1, got {config.n_subjects}")
-    root = Path(config.out)
-    root.mkdir(parents=True, exist_ok=True)
+    """Simulate a cohort into ``config.out``; returns one row of counts per subject.
+
+    ``config.out`` must be empty or new: a dataset is always one seed's subjects
+    ``first_index .. first_index + n - 1``, described by its
+    ``dataset_description.json``. With ``config.overwrite`` a folder holding a
+    deepmir phantom cohort is emptied first; a run that continues the cohort
+    there (same seed, preset, shift and size, ``first_index`` where it ends)
+    adds its subjects; any other non-empty folder is refused.
+
+    Raises
+    ------
+    ValueError
+        an argument out of range; :class:`~deepmir.io.atomic.OutputError` (a
+        ``ValueError``) for an output folder that is refused or not writable.
+    """
+    root, extended = prepare_folder(config)
+    first_index, n_subjects = config.first_index, config.n_subjects
+    if extended is not None:  # the cohort there continues: describe all its subjects
+        first_index = int(extended["first_index"])  # type: ignore[call-overload]
+        n_subjects = config.first_index + config.n_subjects - first_index
     write_json(
         root / "dataset_description.json",
         {
@@ -200,9 +239,9 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
             "GeneratedBy": [{"Name": "deepmir simulate", "Version": __version__}],
             "deepmir_simulation": {
                 "seed": config.seed,
-                "n_subjects": config.n_subjects,
+                "n_subjects": n_subjects,
                 "grid_size": config.grid_size,
-                "first_index": config.first_index,
+                "first_index": first_index,
                 "preset": config.preset,
                 "shift": config.shift,
             },
@@ -254,8 +293,89 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
     return counts
 
 
+def _cohort_description(root: Path) -> dict[str, object] | None:
+    """The ``deepmir_simulation`` record of a phantom cohort folder, else None."""
+    try:
+        description = json.loads((root / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(description, dict):
+        return None
+    record = description.get("deepmir_simulation")
+    return record if isinstance(record, dict) else None
+
+
+def _extends(record: dict[str, object], config: SimulationConfig) -> bool:
+    """Whether ``config`` adds subjects to the cohort ``record`` describes: same
+    draw (seed, preset, shift, size) and its indices start where the cohort ends."""
+    same = (
+        record.get("seed") == config.seed
+        and record.get("preset", "narrow") == config.preset
+        and record.get("shift", "none") == config.shift
+        and record.get("grid_size") == config.grid_size
+    )
+    first = record.get("first_index", 0)
+    n = record.get("n_subjects", 0)
+    last = config.first_index + config.n_subjects
+    return (
+        same
+        and isinstance(first, int)
+        and isinstance(n, int)
+        and config.first_index == first + n
+        # the subject labels keep their width (sub-01 .. sub-99, then sub-100)
+        and _subject_label(0, first + n) == _subject_label(0, last)
+    )
+
+
+def prepare_folder(config: SimulationConfig) -> tuple[Path, dict[str, object] | None]:
+    """Check the arguments and make ``config.out`` ready, or refuse
+    (``ValueError``, :class:`~deepmir.io.atomic.OutputError`).
+
+    A new or empty folder is used as is. A folder that holds a phantom cohort
+    is emptied with ``config.overwrite``, or extended when ``config`` continues
+    it (same seed, preset, shift and size; ``--first-index`` where it ends):
+    the cohort's record is returned then. Anything else is refused."""
+    config.check()
+    root = Path(config.out)
+    if root.exists() and not root.is_dir():
+        raise OutputError(root, "exists and is not a folder; choose a folder for the dataset")
+    entries = sorted(root.iterdir()) if root.is_dir() else []
+    record = _cohort_description(root) if entries else None
+    if entries and not config.overwrite:
+        if record is not None and _extends(record, config):
+            prepare_output_dir(root)
+            return root, record
+        names = ", ".join(e.name for e in entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise OutputError(
+            root,
+            f"is not empty ({names}); simulate writes a whole new dataset (one seed, "
+            "consistent participants.tsv and dataset_description.json): choose a new or "
+            "empty folder, pass --overwrite to replace this one, or extend the cohort "
+            "there with its seed, preset, shift and size and --first-index where it ends",
+        )
+    if entries:
+        if record is None:
+            raise OutputError(
+                root,
+                "is not empty and holds no deepmir phantom cohort (its "
+                "dataset_description.json was not written by deepmir simulate); "
+                "--overwrite only replaces a dataset written by deepmir simulate",
+            )
+        for entry in entries:
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError as exc:
+                raise OutputError(entry, f"cannot be removed: {os_reason(exc)}") from exc
+    prepare_output_dir(root)
+    return root, None
+
+
 def _merge_tsv(path: Path, new: pd.DataFrame) -> None:
-    """Add or replace rows by participant_id, keep the others (re-runs extend a cohort)."""
+    """Add or replace rows by participant_id, keep the others (a run that
+    extends a cohort adds its subjects)."""
     if path.exists():
         old = pd.read_csv(path, sep="\t", dtype={"participant_id": str})
         old = old[~old.participant_id.isin(new.participant_id)]

@@ -28,6 +28,7 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 text-align:right}th{background:#eee}.cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{border:1px solid #ccc;padding:4px;font-size:12px}.card img{margin-right:2px}
 .cmb{color:#d00}.iron{color:#c70}.calcification{color:#06c}.failed{color:#b00}
+.warning{color:#a60}
 """
 
 
@@ -75,8 +76,8 @@ def subject_report(prediction: SubjectPrediction, model_name: str) -> str:
 
 
 def _tiles(prediction: SubjectPrediction) -> str:
-    subject = prediction.subject
-    orient = Reorientation.of(subject.affine, subject.shape)
+    subject = prediction.subject  # the brain crop: tiles stop at its edge
+    orient = Reorientation.of(subject.crop_affine, subject.shape)
     images = {m: orient.forward(v) for m, v in subject.images.items()}
     mask = (
         orient.forward(subject.brain_mask).astype(bool)
@@ -112,19 +113,29 @@ def _tiles(prediction: SubjectPrediction) -> str:
 
 
 def cohort_index(
-    counts: dict[str, dict[str, int]], failed: dict[str, str], model_name: str, out: Path
+    counts: dict[str, dict[str, int]],
+    failed: dict[str, str],
+    model_name: str,
+    out: Path,
+    warnings: dict[str, list[str]] | None = None,
 ) -> str:
-    """Every subject with its counts and a link to its report; failures with their error."""
+    """Every subject with its counts and a link to its report, and its warnings;
+    failures with their error."""
+    warnings = warnings or {}
     rows = []
     for name in sorted(set(counts) | set(failed)):
         if name in counts:
             sub = name.split("_")[0]
             ses = name.split("_")[1] if "_" in name else None
             rel = f"{sub}/{ses + '/' if ses else ''}anat/{name}_desc-deepmir_report.html"
+            notes = "<br>".join(
+                f"<span class='warning'>warning: {html.escape(w)}</span>"
+                for w in warnings.get(name, [])
+            )
             rows.append(
                 [f"<a href='{rel}'>{html.escape(name)}</a>"]
                 + [counts[name][n] for n in LESION_CLASSES.values()]
-                + [""]
+                + [notes]
             )
         else:
             rows.append(
@@ -140,6 +151,6 @@ def cohort_index(
         f"<h1>deepmir cohort report</h1><p>{len(counts)} subject(s) predicted, "
         f"{len(failed)} failed; model {html.escape(model_name)}; outputs in "
         f"{html.escape(str(out))}</p>"
-        + _table(["subject", *LESION_CLASSES.values(), "error"], rows)
+        + _table(["subject", *LESION_CLASSES.values(), "error or warning"], rows)
     )
     return _page("deepmir cohort report", body)

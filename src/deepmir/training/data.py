@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -12,8 +11,8 @@ import numpy.typing as npt
 
 from deepmir.inference.orientation import Reorientation
 from deepmir.inference.resample import WORKING_SPACING_MM, Resampler, instances_forward
-from deepmir.io.bids import SubjectRef, find_subjects
-from deepmir.io.loader import SubjectDataError, load_subject
+from deepmir.io.bids import SubjectRef, dataset_problem, find_subjects
+from deepmir.io.loader import SubjectDataError, load_subject, read_nifti
 from deepmir.model.preprocess import (
     Normalization,
     brain_box,
@@ -95,19 +94,20 @@ def read_annotated(
     on the working grid (:func:`to_working_grid`)."""
     data = Path(data)
     out = []
+    problem = dataset_problem(data)
+    if problem:
+        raise SubjectDataError(data, problem)
     refs = find_subjects(data)
-    if not refs:
-        raise SubjectDataError(data, "no sub-* folders: not a BIDS dataset")
     for ref in refs:
         subject = load_subject(data, ref, modalities)
         anat = ref.anat_dir(data / REFERENCE)
         dseg_path = anat / f"{ref.prefix}_dseg.nii.gz"
         if not dseg_path.exists():
             raise SubjectDataError(dseg_path, "reference labels are missing")
-        dseg = np.asarray(cast(nib.Nifti1Image, nib.load(dseg_path)).dataobj).astype(np.uint8)
+        dseg = np.asarray(read_nifti(dseg_path)[1]).astype(np.uint8)
         inst_path = anat / f"{ref.prefix}_desc-instances_dseg.nii.gz"
         instances = (
-            np.asarray(cast(nib.Nifti1Image, nib.load(inst_path)).dataobj).astype(np.int16)
+            np.asarray(read_nifti(inst_path)[1]).astype(np.int16)
             if inst_path.exists()
             else np.zeros_like(dseg, np.int16)
         )

@@ -264,6 +264,8 @@ def train_on_subjects(
     out of time); with ``resume``, continue from the state found there (a
     missing state starts afresh; a state of another config is refused).
     """
+    if config.iterations < 1:
+        raise ValueError(f"training needs at least 1 iteration, got {config.iterations}")
     set_deterministic(config.seed)
     rng = np.random.default_rng(config.seed)
     net = build_network(config.network, in_channels=len(norm.channels))
@@ -470,6 +472,8 @@ def train_model(
                 f"{resume_dir}: an unfinished training run is there; continue it with "
                 "--resume, or delete the folder to start over"
             )
+    if config.iterations < 1:
+        raise ValueError(f"training needs at least 1 iteration, got {config.iterations}")
     raw = read_annotated(data, config.modalities)
     norm = fit(raw, config.modalities)
     subjects = [prepare(r, norm) for r in raw]
