@@ -79,8 +79,8 @@ bench-designs: $(TRAIN_DATA)/dataset_description.json
 ROBUST_DATA ?= build/robust-train
 ROBUST_TUNE ?= build/robust-tune
 ROBUST_MODEL ?= build/models/robust
-ROBUST_N ?= 14
-ROBUST_ITERATIONS ?= 1500
+ROBUST_N ?= 64
+ROBUST_ITERATIONS ?= 9000
 ROBUST_BUDGET_MIN ?= 170
 
 $(ROBUST_DATA)/dataset_description.json: | $(STAMP)
@@ -92,8 +92,8 @@ $(ROBUST_TUNE)/dataset_description.json: | $(STAMP)
 train-robust: $(ROBUST_DATA)/dataset_description.json $(ROBUST_TUNE)/dataset_description.json
 	$(BIN)/deepmir train --data $(ROBUST_DATA) --out $(ROBUST_MODEL) --modalities t2w,swi,qsm \
 		--init default --learning-rate 1e-3 --modality-dropout t2w=0.4,qsm=0.25 \
-		--iterations $(ROBUST_ITERATIONS) --time-budget $(ROBUST_BUDGET_MIN) --val-every 750 \
-		--val-fraction 0.2 --checkpoint-every 250 --seed 0 --resume
+		--iterations $(ROBUST_ITERATIONS) --time-budget $(ROBUST_BUDGET_MIN) --val-every 1500 \
+		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
 	$(BIN)/deepmir tune --model $(ROBUST_MODEL) --data $(ROBUST_TUNE)
 	$(BIN)/deepmir calibrate --model $(ROBUST_MODEL) --data $(ROBUST_TUNE) --out $(ROBUST_MODEL)/calibration
 

@@ -7,6 +7,12 @@ factor. For each set, ``--n`` subjects are simulated (``--preset
 randomized``, seed ``--seed`` + the set's index, never a training seed),
 predicted with the model and scored with ``deepmir evaluate``: per class
 sensitivity, precision, F1 and FP per subject, and calcifications called CMB.
+Calibration: every predicted lesion is matched to the reference (the
+evaluation's rule; real = a true positive of its class) and the expected
+calibration error (ECE, 10 bins) of its ``probability`` (calibrated) and of
+its raw ``score`` is reported per class and set, pooled over the held-out
+sets, with a reliability diagram of the pooled held-out lesions
+(``reliability.png`` next to the JSON).
 
 Resumable: a set already simulated (or predicted) is reused.
 
@@ -22,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from deepmir.phantom.params import SHIFTS
 
@@ -66,7 +74,89 @@ def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
             "fp_per_subject": m.fp_per_subject,
         }
     row["calcification_as_cmb"] = _calc_as_cmb(result)
+    outcomes = lesion_outcomes_from_files(data, predictions)
+    row["calibration"] = _eces(outcomes)
+    row["_outcomes"] = outcomes
     return row
+
+
+def lesion_outcomes_from_files(data: Path, predictions: Path) -> Any:
+    """Every predicted lesion of a set (its lesions.tsv row): class, raw ``score``,
+    calibrated ``probability`` and whether it is real (a same-class match of the
+    evaluation's rule). A row is tied to its dseg component by class and
+    nearest centroid (mm)."""
+    import nibabel as nib
+    import pandas as pd
+
+    from deepmir.evaluation.matching import match_subject
+    from deepmir.inference.calibration import LesionOutcomes
+    from deepmir.inference.predict import output_paths
+    from deepmir.io.bids import find_subjects
+    from deepmir.phantom.simulate import REFERENCE
+
+    labels: list[int] = []
+    scores: list[float] = []
+    probabilities: list[float] = []
+    real: list[bool] = []
+    for ref in find_subjects(data):
+        anat = ref.anat_dir(data / REFERENCE)
+        reference = np.asarray(nib.load(anat / f"{ref.prefix}_dseg.nii.gz").dataobj)
+        instances = np.asarray(nib.load(anat / f"{ref.prefix}_desc-instances_dseg.nii.gz").dataobj)
+        paths = output_paths(predictions, ref)
+        predicted = nib.load(paths["dseg"])
+        table = pd.read_csv(paths["lesions"], sep="\t")
+        if table.empty:
+            continue
+        match = match_subject(reference, instances, np.asarray(predicted.dataobj), predicted.affine)
+        found = {pair.predicted for pair in match.matches}
+        centroids = np.array([lesion.centroid_xyz for lesion in match.predicted_lesions])
+        classes = np.array([lesion.label for lesion in match.predicted_lesions])
+        for row in table.itertuples():
+            same = np.flatnonzero(classes == row.label)
+            if same.size == 0:  # pragma: no cover - every row has a component
+                continue
+            distance = np.linalg.norm(centroids[same] - [row.x, row.y, row.z], axis=1)
+            labels.append(int(row.label))
+            scores.append(float(row.score))
+            probabilities.append(float(row.probability))
+            real.append(int(same[np.argmin(distance)]) in found)
+    return (
+        LesionOutcomes(np.array(labels, np.uint8), np.array(scores), np.array(real, bool)),
+        np.array(probabilities),
+    )
+
+
+def _eces(outcomes: Any) -> dict[str, dict[str, Any]]:
+    from deepmir.inference.calibration import expected_calibration_error
+    from deepmir.labels import LESION_CLASSES
+
+    lesions, probabilities = outcomes
+    out = {}
+    for label, name in LESION_CLASSES.items():
+        inside = lesions.labels == label
+        real = lesions.real[inside]
+
+        def ece(p: Any, real: Any = real) -> float | None:
+            value = expected_calibration_error(p, real)
+            return None if np.isnan(value) else round(value, 4)
+
+        out[name] = {
+            "n_lesions": int(inside.sum()),
+            "n_real": int(real.sum()),
+            "ece": ece(probabilities[inside]),
+            "ece_raw_score": ece(lesions.scores[inside]),
+        }
+    return out
+
+
+def _pooled(rows: list[dict[str, Any]]) -> Any:
+    from deepmir.inference.calibration import LesionOutcomes
+
+    parts = [r["_outcomes"] for r in rows]
+    return (
+        LesionOutcomes.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]) if parts else np.zeros(0),
+    )
 
 
 def _calc_as_cmb(result: Any) -> float:
@@ -99,13 +189,41 @@ def main(argv: list[str] | None = None) -> int:
             + f"  {r['predict_s_per_subject']:.1f} s/subj",
             flush=True,
         )
+    held_out = [r for r in rows if r["set"] != "in-distribution"]
+    pooled = _eces(_pooled(held_out)) if held_out else {}
+    for c, e in pooled.items():
+        print(
+            f"ECE held-out sets pooled, {c}: {e['ece']} calibrated, {e['ece_raw_score']} "
+            f"raw score ({e['n_lesions']} lesions, {e['n_real']} real)"
+        )
     command = "python benchmarks/bench_robust.py " + " ".join(sys.argv[1:])
     print(f"reproduce: {command}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+        if held_out:
+            _reliability_png(
+                _pooled(held_out),
+                args.model,
+                Path(args.out) / held_out[0]["set"] / "bids",
+                args.json.with_suffix(".reliability.png"),
+            )
+        for r in rows:
+            del r["_outcomes"]
+        result = {"command": command, "rows": rows, "held_out_calibration": pooled}
+        args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _reliability_png(outcomes: Any, model: str, data: Path, path: Path) -> None:
+    """Reliability diagram (raw score and calibrated) of the pooled held-out lesions."""
+    from deepmir.inference.calibration import reliability_figure
+    from deepmir.inference.predict import choose_model
+    from deepmir.io.bids import find_subjects
+
+    card = choose_model(model, data, find_subjects(data)).card
+    figure = reliability_figure(
+        outcomes[0],
+        card.calibration,
+        "Lesion probability on the held-out shifts (numbers: lesions per bin)",
+    )
+    figure.savefig(path)

@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int_at_least(1), default=2000)
     p.add_argument(
         "--time-budget",
-        type=float_in(0.0),
+        type=float_in(0.0, low_open=False),
         default=None,
         metavar="MINUTES",
         help="stop after this many minutes of training: the model (best checkpoint) and "
@@ -63,6 +63,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="start from this model folder's weights (fine-tuning; 'default' = the shipped "
         "t2w-swi-qsm model)",
     )
+    p.add_argument(
+        "--no-post-tuning",
+        dest="tune_post",
+        action="store_false",
+        help="keep the default post-processing instead of grid-searching it on the "
+        "validation subjects at the end (tune it on a separate cohort with deepmir tune)",
+    )
     return p
 
 
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
             modality_dropout=parse_dropout(args.modality_dropout),
+            tune_post=args.tune_post,
         )
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)

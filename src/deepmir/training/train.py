@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -423,9 +425,23 @@ def train_on_subjects(
             "tuned_post_processing": post.to_dict() if tuned_f1 is not None else None,
             "validation_lesion_f1_after_tuning": tuned_f1,
             "seconds": round(seconds_before + time.perf_counter() - start, 1),
+            "ran_on": machine(),
         },
     )
     return TrainResult(net=net, card=card, losses=losses, val_f1=val_f1, complete=complete)
+
+
+def machine() -> dict[str, Any]:
+    """Where this (last) run of the recipe ran: recorded with the model."""
+    return {
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 def _check_resumable(
