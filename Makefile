@@ -82,12 +82,13 @@ ROBUST_MODEL ?= build/models/robust
 ROBUST_N ?= 64
 ROBUST_ITERATIONS ?= 9000
 ROBUST_BUDGET_MIN ?= 170
+ROBUST_TUNE_N ?= 24
 
 $(ROBUST_DATA)/dataset_description.json: | $(STAMP)
 	$(BIN)/deepmir simulate --out $(ROBUST_DATA) --n $(ROBUST_N) --seed 2000 --preset randomized
 
 $(ROBUST_TUNE)/dataset_description.json: | $(STAMP)
-	$(BIN)/deepmir simulate --out $(ROBUST_TUNE) --n 6 --seed 2001 --preset randomized
+	$(BIN)/deepmir simulate --out $(ROBUST_TUNE) --n $(ROBUST_TUNE_N) --seed 2001 --preset randomized
 
 train-robust: $(ROBUST_DATA)/dataset_description.json $(ROBUST_TUNE)/dataset_description.json
 	$(BIN)/deepmir train --data $(ROBUST_DATA) --out $(ROBUST_MODEL) --modalities t2w,swi,qsm \

@@ -37,12 +37,17 @@ SETS = ("in-distribution", *SHIFTS)
 CLASSES = ("cmb", "iron", "calcification")
 
 
-def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
-    from deepmir.evaluation import evaluate_dataset
-    from deepmir.inference.predict import predict_dataset
-    from deepmir.phantom.simulate import REFERENCE, SimulationConfig, simulate_dataset
+#: modality subsets scored on the in-distribution subjects (the full set is t2w+swi+qsm)
+SUBSETS = {"swi+qsm": ("swi", "qsm"), "swi": ("swi",)}
 
-    root = Path(args.out) / name
+
+def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Simulate (once) and score one set; ``in-distribution:swi`` and the like
+    score the in-distribution subjects with only those modalities' files."""
+    from deepmir.phantom.simulate import SimulationConfig, simulate_dataset
+
+    base, _, subset = name.partition(":")
+    root = Path(args.out) / base
     data = root / "bids"
     if not (data / "participants.tsv").exists():
         simulate_dataset(
@@ -51,17 +56,60 @@ def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
                 n_subjects=args.n,
                 seed=args.seed + index,
                 preset="randomized",
-                shift="none" if name == "in-distribution" else name,
+                shift="none" if base == "in-distribution" else base,
             ),
             progress=False,
         )
     predictions = root / f"pred-{Path(str(args.model)).name}"
+    if subset:
+        data = subset_dataset(data, SUBSETS[subset], root / f"bids-{subset}")
+        predictions = predictions.with_name(f"{predictions.name}-{subset}")
+    return score(name, data, predictions, args)
+
+
+def subset_dataset(data: Path, keep: tuple[str, ...], out: Path) -> Path:
+    """``data`` without the images of the modalities not in ``keep`` (symlinks)."""
+    from deepmir.io.bids import MODALITY_SUFFIX
+
+    dropped = tuple(f"_{s}." for m, s in MODALITY_SUFFIX.items() if m not in keep)
+    for path in sorted(data.rglob("*")):
+        rel = path.relative_to(data)
+        if path.is_dir() or (
+            rel.parts[0] != "derivatives" and any(d in path.name for d in dropped)
+        ):
+            continue
+        target = out / rel
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path.resolve())
+    return out
+
+
+def score(name: str, data: Path, predictions: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from deepmir.evaluation import evaluate_dataset
+    from deepmir.inference.predict import predict_dataset
+    from deepmir.io.loader import SubjectDataError
+    from deepmir.model.checkpoint import ModelError
+    from deepmir.phantom.simulate import REFERENCE
+
+    row: dict[str, Any] = {"set": name, "n_subjects": args.n}
     start = time.perf_counter()
+    row["predict_s_per_subject"] = None  # predictions of an earlier run reused
     if not (predictions / "index.html").exists() or args.repredict:
-        predict_dataset(data, predictions, model=args.model, progress=False, log=lambda m: None)
-    seconds = (time.perf_counter() - start) / args.n
+        try:
+            outcome = predict_dataset(
+                data, predictions, model=args.model, progress=False, log=lambda m: None
+            )
+        except (ModelError, SubjectDataError) as exc:  # no model serves these inputs
+            return {**row, "served": False, "reason": str(exc)}
+        if outcome.failed:
+            return {**row, "served": False, "reason": next(iter(outcome.failed.values()))}
+        row["predict_s_per_subject"] = (time.perf_counter() - start) / args.n
+    row["model"] = json.loads((predictions / "dataset_description.json").read_text())[
+        "GeneratedBy"
+    ][0]["Description"]
     result = evaluate_dataset(data / REFERENCE, predictions, n_bootstrap=0)
-    row: dict[str, Any] = {"set": name, "n_subjects": args.n, "predict_s_per_subject": seconds}
+    row["served"] = True
     for c in CLASSES:
         m = result.classes[c]
         row[c] = {
@@ -78,6 +126,11 @@ def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
     row["calibration"] = _eces(outcomes)
     row["_outcomes"] = outcomes
     return row
+
+
+def _calc_as_cmb(result: Any) -> float:
+    total = result.classes["calcification"].n_reference
+    return float(result.confusion.found_as(3, 1) / total) if total else float("nan")
 
 
 def lesion_outcomes_from_files(data: Path, predictions: Path) -> Any:
@@ -159,25 +212,29 @@ def _pooled(rows: list[dict[str, Any]]) -> Any:
     )
 
 
-def _calc_as_cmb(result: Any) -> float:
-    total = result.classes["calcification"].n_reference
-    return float(result.confusion.found_as(3, 1) / total) if total else float("nan")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="default (shipped) or a model folder")
     parser.add_argument("--n", type=int, default=6, help="subjects per set")
     parser.add_argument("--seed", type=int, default=3100, help="seed of the first set")
     parser.add_argument("--out", type=Path, default=Path("build/robust"))
-    parser.add_argument("--sets", nargs="*", default=list(SETS))
+    parser.add_argument(
+        "--sets",
+        nargs="*",
+        default=[*SETS, *(f"in-distribution:{k}" for k in SUBSETS)],
+        help="sets to score (default: all, and the in-distribution subjects with only "
+        "SWI + QSM and with only SWI)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--repredict", action="store_true")
     args = parser.parse_args(argv)
     rows = []
     for name in args.sets:
-        rows.append(run_set(name, SETS.index(name), args))
+        rows.append(run_set(name, SETS.index(name.partition(":")[0]), args))
         r = rows[-1]
+        if not r["served"]:
+            print(f"{name:16s} not served: {r['reason']}", flush=True)
+            continue
         print(
             f"{name:16s} "
             + "  ".join(
@@ -186,10 +243,14 @@ def main(argv: list[str] | None = None) -> int:
                 for c in CLASSES
             )
             + f"  calc->cmb {r['calcification_as_cmb']:.2f}"
-            + f"  {r['predict_s_per_subject']:.1f} s/subj",
+            + (
+                f"  {r['predict_s_per_subject']:.1f} s/subj"
+                if r["predict_s_per_subject"] is not None
+                else ""
+            ),
             flush=True,
         )
-    held_out = [r for r in rows if r["set"] != "in-distribution"]
+    held_out = [r for r in rows if r["served"] and r["set"] in SHIFTS]
     pooled = _eces(_pooled(held_out)) if held_out else {}
     for c, e in pooled.items():
         print(
@@ -208,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.json.with_suffix(".reliability.png"),
             )
         for r in rows:
-            del r["_outcomes"]
+            r.pop("_outcomes", None)
         result = {"command": command, "rows": rows, "held_out_calibration": pooled}
         args.json.write_text(json.dumps(result, indent=1))
     return 0
