@@ -288,3 +288,7 @@ def _reliability_png(outcomes: Any, model: str, data: Path, path: Path) -> None:
         "Lesion probability on the held-out shifts (numbers: lesions per bin)",
     )
     figure.savefig(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
