@@ -201,6 +201,7 @@ def load_subject(
             raise ValueError(f"unknown modality {modality!r}")
     if not modalities:
         raise ValueError("no modality requested")
+    check_discovered(root, ref, modalities)
     mask_path = ref.mask_path(root)
     _check_grids([ref.modality_path(root, m) for m in modalities] + [mask_path])
     full_mask: npt.NDArray[np.bool_] | None = None
@@ -286,6 +287,23 @@ def load_subject(
         box=box,
         grid_shape=shape if box is not None else None,
     )
+
+
+def check_discovered(root: str | Path, ref: SubjectRef, modalities: tuple[str, ...]) -> None:
+    """For a discovered subject (:func:`deepmir.io.bids.find_subjects`): a
+    modality with several candidate files, or none, is an error that lists them
+    (or the files that were found)."""
+    if ref.files is None:
+        return
+    for modality in modalities:
+        problem = ref.problem(modality)
+        if problem is not None:
+            raise SubjectDataError(ref.anat_dir(root), problem)
+    missing = [m for m in modalities if m not in ref.files.modalities]
+    if missing:
+        raise SubjectDataError(
+            ref.modality_path(root, missing[0]), ref.absent_message(root, missing)
+        )
 
 
 def _box3(box: tuple[slice, ...]) -> Box:
