@@ -73,7 +73,7 @@ def test_swi_only_subject_needs_a_model_trained_with_dropout(simulated_dataset, 
     refused = predict_dataset(
         data, tmp_path / "out2", model=models["plain"], participants=["01"], progress=False
     )
-    assert "missing: t2w (*_T2w.nii.gz), qsm (*_Chimap.nii.gz)" in refused.failed["sub-01"]
+    assert "missing: t2w (*_T2w.nii[.gz]), qsm (*_Chimap.nii[.gz])" in refused.failed["sub-01"]
 
 
 def test_old_configs_load_with_no_optional_modality_and_no_calibration():

@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default="default",
-        help="'default' (shipped; chosen by the modalities present) or a model folder",
+        help="'default' (a shipped model per subject, chosen by its files) or a model folder "
+        "(every subject)",
     )
     p.add_argument(
         "--participant-label",
@@ -31,6 +32,29 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         metavar="LABEL",
         help="only these subjects (with or without 'sub-')",
+    )
+    p.add_argument(
+        "--session-id",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="only these sessions (with or without 'ses-'); subjects without sessions are left out",
+    )
+    p.add_argument(
+        "--bids-filter-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON (fMRIPrep's format): modality (t2w, swi, qsm, mask) -> entity filters, "
+        'e.g. {"swi": {"acquisition": "swi", "run": 2}, "t2w": {"session": "1"}}',
+    )
+    p.add_argument(
+        "--qsm-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="take the QSM from the *_Chimap.nii[.gz] files in this folder (any depth, "
+        "e.g. QSMxT output) before the dataset's own",
     )
     p.add_argument("--save-probabilities", action="store_true", help="write label-*_probseg")
     p.add_argument(
@@ -57,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             model=args.model,
             participants=args.participant_label,
+            sessions=args.session_id,
+            filters=args.bids_filter_file,
+            qsm_dir=args.qsm_dir,
             threshold=args.threshold,
             save_probabilities=args.save_probabilities,
             report=not args.no_report,

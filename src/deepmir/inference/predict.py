@@ -11,6 +11,12 @@ affine, with the working grid recorded in the dseg's JSON sidecar. Only the
 crop is ever held (float32), except one full-size volume at a time while
 reading and writing.
 
+Each subject gets the best shipped model for its own files (``--model
+default``): the one with the most modalities whose required modalities it
+has, so that one subject missing a file changes nothing for the others; the
+choice is printed, written in the dseg's JSON sidecar (``Model``) and shown
+in the cohort index. Shipped models are loaded once per process.
+
 A subject's files are rendered in memory first and then moved into place
 together, so they are all there or none is. A failing subject (bad input, a
 write error such as a full disk) is reported, its outputs from an earlier run
@@ -20,6 +26,7 @@ are removed, and the others go on; the cohort index is written in any case.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,7 +61,14 @@ from deepmir.io.atomic import (
     remove_stale_temporaries,
     write_text,
 )
-from deepmir.io.bids import SubjectRef, dataset_problem, find_subjects
+from deepmir.io.bids import (
+    ALL_MODALITIES,
+    EntityFilter,
+    SubjectRef,
+    dataset_problem,
+    find_subjects,
+    parse_filters,
+)
 from deepmir.io.loader import Subject, SubjectDataError, load_subject
 from deepmir.io.plausibility import check_images
 from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
@@ -93,20 +107,87 @@ class LoadedModel:
     name: str
 
 
+@functools.cache
+def _load_shipped(folder: str, name: str) -> LoadedModel:
+    net, card = load_model(folder)
+    return LoadedModel(net, card, f"default ({name})")
+
+
+def shipped_model(name: str) -> LoadedModel:
+    """A shipped model, loaded once per process (and folder)."""
+    return _load_shipped(str(shipped_model_dir(name)), name)
+
+
+def available_modalities(root: Path, ref: SubjectRef) -> tuple[str, ...]:
+    """The modalities a subject has files for (an ambiguous one counts: reading
+    it reports the ambiguity)."""
+    return tuple(m for m in ALL_MODALITIES if ref.has(root, m))
+
+
+def serves(card: ModelCard, available: tuple[str, ...]) -> bool:
+    """Whether a model can run on a subject with ``available`` modalities."""
+    return all(m in available for m in card.required_modalities)
+
+
+def choose_models(
+    model: str | Path, root: Path, refs: list[SubjectRef]
+) -> dict[SubjectRef, LoadedModel | str]:
+    """The model of each subject, or why none serves it.
+
+    ``default``: per subject, the first of :data:`SHIPPED_MODELS` (most
+    modalities first) whose required modalities the subject has (its optional
+    modalities may be absent); each shipped model is loaded once. A model
+    folder: every subject uses it (loaded once; a bad folder raises
+    :class:`ModelError` before any subject is done).
+    """
+    if str(model) != "default":
+        net, card = load_model(model)
+        loaded = LoadedModel(net, card, str(model))
+        return dict.fromkeys(refs, loaded)
+    out: dict[SubjectRef, LoadedModel | str] = {}
+    for ref in refs:
+        available = available_modalities(root, ref)
+        choice: LoadedModel | str | None = None
+        for name in SHIPPED_MODELS:
+            candidate = shipped_model(name)
+            if serves(candidate.card, available):
+                choice = candidate
+                break
+        if choice is None:
+            smallest = shipped_model(SHIPPED_MODELS[-1]).card
+            missing = [m for m in smallest.required_modalities if m not in available]
+            needs = " or ".join("+".join(shipped_model(n).card.modalities) for n in SHIPPED_MODELS)
+            choice = (
+                f"no shipped model serves this subject (they need {needs}); "
+                + ref.absent_message(root, missing)
+            )
+        out[ref] = choice
+    return out
+
+
 def choose_model(model: str | Path, root: Path, refs: list[SubjectRef]) -> LoadedModel:
-    """``default``: the shipped model with the most modalities that every selected
-    subject has (by file presence; a model's optional modalities may be absent);
-    otherwise a model folder."""
+    """One model for all of ``refs`` (benchmarks that run one model): ``default``
+    is the shipped model with the most modalities that every subject has (else
+    the smallest); otherwise a model folder. ``predict_dataset`` chooses per
+    subject instead (:func:`choose_models`)."""
     if str(model) != "default":
         net, card = load_model(model)
         return LoadedModel(net, card, str(model))
     for name in SHIPPED_MODELS:
-        net, card = load_model(shipped_model_dir(name))
-        needed = card.required_modalities
-        if all(ref.modality_path(root, m).exists() for ref in refs for m in needed):
-            return LoadedModel(net, card, f"default ({name})")
-    # nothing fits everybody: take the smallest; subjects missing a modality get its error
-    return LoadedModel(net, card, f"default ({SHIPPED_MODELS[-1]})")
+        candidate = shipped_model(name)
+        if all(serves(candidate.card, available_modalities(root, ref)) for ref in refs):
+            return candidate
+    return shipped_model(SHIPPED_MODELS[-1])
+
+
+def model_record(model: LoadedModel) -> dict[str, Any]:
+    """What the dseg sidecar says about the model that made it."""
+    return {
+        "Name": model.name,
+        "Modalities": list(model.card.modalities),
+        "OptionalModalities": list(model.card.optional_modalities),
+        "WeightsSha256": model.card.weights_sha256,
+    }
 
 
 #: voxels kept around the brain's bounding box (the crop the network sees)
@@ -135,6 +216,8 @@ class SubjectPrediction:
     working_probabilities: npt.NDArray[np.float32]
     sources: list[str]  # the input files, relative to the dataset root
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: the model that made it (:func:`model_record`)
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def probability_map(self, label: int) -> npt.NDArray[np.float32]:
         """Class ``label``'s probability on the whole input grid, linearly
@@ -173,16 +256,16 @@ def predict_subject(
     receives a warning when the input voxel size is far from the working grid.
     """
     card = model.card
-    available = {
-        m: ref.modality_path(root, m)
-        for m in ("t2w", "swi", "qsm")
-        if ref.modality_path(root, m).exists()
-    }
+    available = {m: ref.modality_path(root, m) for m in available_modalities(root, ref)}
     try:
         check_modalities(card, available)
     except ModelError as exc:
         missing = [m for m in card.required_modalities if m not in available]
-        raise SubjectDataError(ref.modality_path(root, missing[0]), str(exc)) from exc
+        needs = str(exc).split("; missing:")[0]
+        raise SubjectDataError(
+            ref.modality_path(root, missing[0]),
+            f"{needs}; {ref.absent_message(root, missing)}",
+        ) from exc
     # the model's modalities, plus QSM when present for the lesion table's chi
     wanted = tuple(m for m in available if m in card.modalities or m == "qsm")
     subject = load_subject(root, ref, wanted, crop_margin=CROP_MARGIN)
@@ -191,7 +274,8 @@ def predict_subject(
         if subject.brain_mask is not None
         else brain_mask_from({m: subject.images[m] for m in card.modalities if m in subject.images})
     )
-    warnings = check_images(subject.images, file_mask, subject.paths)
+    warnings = list(ref.files.warnings) if ref.files is not None else []
+    warnings += check_images(subject.images, file_mask, subject.paths)
     orient = Reorientation.of(subject.crop_affine, subject.shape)
     ras_mask = orient.forward(file_mask).astype(bool)
     del file_mask
@@ -238,6 +322,7 @@ def predict_subject(
         working_probabilities=probabilities,
         sources=sorted(_relative(p, root) for p in subject.paths.values()),
         warnings=warnings,
+        model=model_record(model),
     )
 
 
@@ -445,6 +530,7 @@ def dseg_sidecar(prediction: SubjectPrediction) -> dict[str, Any]:
         "resampled to the model's voxel size) and the lesions were put back on the input grid",
         "Sources": prediction.sources,
         "WorkingGrid": prediction.working_grid.to_dict(),
+        "Model": prediction.model,
     }
 
 
@@ -453,23 +539,49 @@ class PredictOutcome:
     written: dict[str, list[Path]]
     failed: dict[str, str]
     counts: dict[str, dict[str, int]]
+    #: the models used, comma-separated
     model: str
     warnings: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: subject -> the name of its model (absent: no model served it)
+    models: dict[str, str] = dataclasses.field(default_factory=dict)
     #: the cohort index could not be written (the message says why)
     index_error: str | None = None
 
 
-def select_subjects(root: Path, labels: Iterable[str] | None) -> list[SubjectRef]:
+def select_subjects(
+    root: Path,
+    labels: Iterable[str] | None,
+    sessions: Iterable[str] | None = None,
+    filters: str | Path | dict[str, Any] | None = None,
+    qsm_dir: str | Path | None = None,
+) -> list[SubjectRef]:
+    """The subjects (and sessions) to predict, each with its discovered files
+    (:func:`deepmir.io.bids.find_subjects`). ``filters``: a
+    ``--bids-filter-file`` path or its content. Unknown participants or
+    sessions, a bad filter file or ``qsm_dir`` raise a clear error."""
     problem = dataset_problem(root)
     if problem:
         raise SubjectDataError(root, problem)
-    refs = find_subjects(root)
-    if labels:
-        wanted = {label.removeprefix("sub-") for label in labels}
+    if qsm_dir is not None and not Path(qsm_dir).is_dir():
+        what = "is a file" if Path(qsm_dir).exists() else "does not exist"
+        raise SubjectDataError(
+            qsm_dir,
+            f"{what}; --qsm-dir takes a folder holding *_Chimap.nii[.gz] files "
+            "(a BIDS-derivatives-like tree such as QSMxT's output)",
+        )
+    parsed: dict[str, EntityFilter] | None = None if filters is None else parse_filters(filters)
+    wanted = {label.removeprefix("sub-") for label in labels} if labels else None
+    refs = find_subjects(root, wanted, None, parsed, qsm_dir)
+    if wanted:
         unknown = wanted - {r.subject for r in refs}
         if unknown:
             raise SubjectDataError(root, f"no such participant(s): {', '.join(sorted(unknown))}")
-        refs = [r for r in refs if r.subject in wanted]
+    if sessions:
+        wanted_ses = {s.removeprefix("ses-") for s in sessions}
+        unknown = wanted_ses - {r.session for r in refs if r.session}
+        if unknown:
+            raise SubjectDataError(root, f"no such session(s): {', '.join(sorted(unknown))}")
+        refs = [r for r in refs if r.session in wanted_ses]
     return refs
 
 
@@ -483,11 +595,19 @@ def predict_dataset(
     report: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    sessions: Iterable[str] | None = None,
+    filters: str | Path | dict[str, Any] | None = None,
+    qsm_dir: str | Path | None = None,
 ) -> PredictOutcome:
     """Predict every (selected) subject; a failing subject is reported and skipped.
 
+    ``sessions``, ``filters`` (a ``--bids-filter-file``) and ``qsm_dir`` select
+    the inputs (:func:`select_subjects`). Each subject gets its own model
+    (:func:`choose_models`); a subject that no model serves fails alone.
+
     Usage errors are raised before any subject is processed: a bad ``data``
-    folder or participant (:class:`SubjectDataError`), a bad model folder
+    folder, participant, session, filter file or ``qsm_dir``
+    (:class:`SubjectDataError`, :class:`deepmir.io.bids.DiscoveryError`), a bad model folder
     (:class:`ModelError`), an output folder that cannot be written
     (:class:`OutputError`), a threshold outside (0, 1) (``ValueError``).
     Then every subject is done or fails alone: bad or implausible input, or a
@@ -498,25 +618,25 @@ def predict_dataset(
     root, out = Path(data), Path(out)
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1, got {threshold}")
-    refs = select_subjects(root, participants)
-    loaded = choose_model(model, root, refs)
-    post = loaded.card.post
-    if threshold is not None:
-        post = dataclasses.replace(post, threshold=threshold)
+    refs = select_subjects(root, participants, sessions, filters, qsm_dir)
+    choices = choose_models(model, root, refs)
+    used = _distinct(c for c in choices.values() if isinstance(c, LoadedModel))
     prepare_output_dir(out)
     stale = remove_stale_temporaries(out)
     if stale:
         log(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run")
-    log(f"model: {loaded.name}, modalities {'+'.join(loaded.card.modalities)}")
+    for loaded in used:
+        n = sum(c is loaded for c in choices.values())
+        log(f"model: {loaded.name}, modalities {'+'.join(loaded.card.modalities)}: {n} subject(s)")
     for path, content in (
-        (out / "dataset_description.json", json_text(_description(loaded, root))),
+        (out / "dataset_description.json", json_text(_description(used, root))),
         (out / "dseg.tsv", dseg_tsv()),
     ):
         try:
             write_text(path, content)
         except OSError as exc:
             raise OutputError(path, f"cannot be written: {os_reason(exc)}") from exc
-    outcome = PredictOutcome({}, {}, {}, loaded.name)
+    outcome = PredictOutcome({}, {}, {}, ", ".join(m.name for m in used))
     bar = tqdm(refs, desc="predict", unit="subject", disable=None if progress else True)
 
     def say(message: str) -> None:  # on its own line, never glued to the progress bar
@@ -525,7 +645,16 @@ def predict_dataset(
 
     for ref in bar:
         name = str(ref)
+        choice = choices[ref]
         try:
+            if isinstance(choice, str):
+                raise SubjectDataError(ref.anat_dir(root), choice)
+            loaded = choice
+            outcome.models[name] = loaded.name
+            say(f"{name}: model {loaded.name} ({'+'.join(loaded.card.modalities)})")
+            post = loaded.card.post
+            if threshold is not None:
+                post = dataclasses.replace(post, threshold=threshold)
             prediction = predict_subject(root, ref, loaded, post)
             for warning in prediction.warnings:
                 say(f"{name}: WARNING: {warning}")
@@ -557,7 +686,14 @@ def predict_dataset(
         try:
             write_text(
                 index,
-                cohort_index(outcome.counts, outcome.failed, loaded.name, out, outcome.warnings),
+                cohort_index(
+                    outcome.counts,
+                    outcome.failed,
+                    outcome.model,
+                    out,
+                    outcome.warnings,
+                    outcome.models,
+                ),
             )
         except OSError as exc:
             outcome.index_error = f"{index}: cannot be written: {os_reason(exc)}"
@@ -565,7 +701,16 @@ def predict_dataset(
     return outcome
 
 
-def _description(model: LoadedModel, root: Path) -> dict[str, Any]:
+def _distinct(models: Iterable[LoadedModel]) -> list[LoadedModel]:
+    out: list[LoadedModel] = []
+    for m in models:
+        if not any(m is o for o in out):
+            out.append(m)
+    return out
+
+
+def _description(models: list[LoadedModel], root: Path) -> dict[str, Any]:
+    described = "; ".join(f"model {m.name}, weights sha256 {m.card.weights_sha256}" for m in models)
     return {
         "Name": "deepmir predictions",
         "BIDSVersion": "1.9.0",
@@ -574,7 +719,7 @@ def _description(model: LoadedModel, root: Path) -> dict[str, Any]:
             {
                 "Name": "deepmir",
                 "Version": __version__,
-                "Description": f"model {model.name}, weights sha256 {model.card.weights_sha256}",
+                "Description": described or "no subject could be predicted",
             }
         ],
         "SourceDatasets": [{"URL": root.resolve().as_uri()}],

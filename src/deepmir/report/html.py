@@ -118,11 +118,13 @@ def cohort_index(
     model_name: str,
     out: Path,
     warnings: dict[str, list[str]] | None = None,
+    models: dict[str, str] | None = None,
 ) -> str:
-    """Every subject with its counts and a link to its report, and its warnings;
-    failures with their error."""
+    """Every subject with its model, its counts and a link to its report, and its
+    warnings; failures with their error. ``model_name``: the models used."""
     warnings = warnings or {}
-    rows = []
+    models = models or {}
+    rows: list[list[Any]] = []
     for name in sorted(set(counts) | set(failed)):
         if name in counts:
             sub = name.split("_")[0]
@@ -133,24 +135,20 @@ def cohort_index(
                 for w in warnings.get(name, [])
             )
             rows.append(
-                [f"<a href='{rel}'>{html.escape(name)}</a>"]
+                [f"<a href='{rel}'>{html.escape(name)}</a>", html.escape(models.get(name, ""))]
                 + [counts[name][n] for n in LESION_CLASSES.values()]
                 + [notes]
             )
         else:
             rows.append(
-                [
-                    html.escape(name),
-                    "",
-                    "",
-                    "",
-                    f"<span class='failed'>{html.escape(failed[name])}</span>",
-                ]
+                [html.escape(name), html.escape(models.get(name, ""))]
+                + [""] * len(LESION_CLASSES)
+                + [f"<span class='failed'>{html.escape(failed[name])}</span>"]
             )
     body = (
         f"<h1>deepmir cohort report</h1><p>{len(counts)} subject(s) predicted, "
-        f"{len(failed)} failed; model {html.escape(model_name)}; outputs in "
+        f"{len(failed)} failed; model(s) {html.escape(model_name)}; outputs in "
         f"{html.escape(str(out))}</p>"
-        + _table(["subject", *LESION_CLASSES.values(), "error or warning"], rows)
+        + _table(["subject", "model", *LESION_CLASSES.values(), "error or warning"], rows)
     )
     return _page("deepmir cohort report", body)
