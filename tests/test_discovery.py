@@ -156,6 +156,24 @@ def test_files_that_differ_in_acq_are_an_error_that_lists_them(simulated_dataset
         assert load_subject(data, ref).paths["swi"].name == expected
 
 
+def test_a_run_and_a_file_without_run_are_an_error(simulated_dataset, tmp_path):
+    data = tmp_path / "bids"
+    anat = _subject(simulated_dataset, data, "01", {})
+    shutil.copy(anat / "sub-01_swi.nii.gz", anat / "sub-01_run-2_swi.nii.gz")
+    [ref] = find_subjects(data)
+    assert "swi" not in ref.files.modalities
+    assert "differ in run" in (ref.problem("swi") or "")
+
+
+def test_a_folder_with_a_nifti_name_is_named_as_such(simulated_dataset, tmp_path):
+    data = tmp_path / "bids"
+    anat = _subject(simulated_dataset, data, "01", {"swi": None})
+    (anat / "sub-01_swi.nii.gz").mkdir()
+    [ref] = find_subjects(data)
+    with pytest.raises(SubjectDataError, match="sub-01_swi.nii.gz: is a folder, not a NIfTI"):
+        load_subject(data, ref)
+
+
 def test_the_same_name_as_nii_and_nii_gz_is_an_error(simulated_dataset, tmp_path):
     data = tmp_path / "bids"
     _subject(simulated_dataset, data, "01", {})
@@ -344,6 +362,19 @@ def test_a_subject_no_model_serves_fails_alone(simulated_dataset, tmp_path, stan
     assert "no shipped model serves" in message and "missing: qsm" in message
     assert "sub-02_T2w.nii.gz" in message and "sub-02_swi.nii.gz" in message
     assert "sub-02" not in outcome.models
+
+
+def test_a_file_a_filter_leaves_out_is_not_counted(simulated_dataset, tmp_path, stand_in_shipped):
+    data = tmp_path / "bids"
+    _subject(simulated_dataset, data, "01", {})
+    filters = parse_filters({"swi": {"suffix": "T2starw"}})
+    [ref] = find_subjects(data, filters=filters)
+    assert not ref.has(data, "swi") and ref.has(data, "t2w")
+    [choice] = choose_models("default", data, [ref]).values()
+    assert isinstance(choice, str) and "no shipped model serves" in choice
+    assert "missing: swi" in choice and "sub-01_swi.nii.gz" in choice  # found, not chosen
+    outcome = predict_dataset(data, tmp_path / "out", progress=False, filters=filters)
+    assert set(outcome.failed) == {"sub-01"} and not outcome.written
 
 
 def test_each_shipped_model_is_loaded_once(simulated_dataset, tmp_path, monkeypatch):

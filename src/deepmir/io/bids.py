@@ -191,12 +191,22 @@ class SubjectRef:
         return self.anat_dir(root) / f"{self.prefix}_desc-brain_mask.nii.gz"
 
     def has(self, root: str | Path, modality: str) -> bool:
-        """Whether the subject has a file for ``modality`` (discovered, or the
-        canonical one on disk); an ambiguous modality counts as present (reading
-        it reports the ambiguity)."""
-        if self.files is not None and modality in self.files.problems:
-            return True
-        return self.modality_path(root, modality).is_file()
+        """Whether the subject has a file for ``modality`` on disk (the discovered
+        one; for a ref made by hand, the canonical one). An ambiguous modality
+        counts as present (reading it reports the ambiguity); a file that
+        discovery did not choose (a filter left it out) does not."""
+        if self.files is not None:
+            if modality in self.files.problems:
+                return True
+            if modality not in self.files.modalities:
+                return False
+        return self.modality_path(root, modality).exists()
+
+    def has_mask(self, root: str | Path) -> bool:
+        """Whether the subject has a brain mask on disk (as :meth:`has`)."""
+        if self.files is not None and self.files.mask is None:
+            return False
+        return self.mask_path(root).exists()
 
     def absent_message(self, root: str | Path, missing: Iterable[str]) -> str:
         """The error for ``missing`` modalities: what is missing, what was found
@@ -259,7 +269,8 @@ def _nifti_files(folder: str) -> list[str]:
         datatypes = [e.path for e in it if not e.name.startswith((".", "ses-")) and e.is_dir()]
     for d in datatypes:
         with os.scandir(d) as it:
-            out.extend(e.path for e in it if e.name.endswith(NIFTI_EXTENSIONS) and e.is_file())
+            # a folder with a NIfTI name is kept: reading it says what it is
+            out.extend(e.path for e in it if e.name.endswith(NIFTI_EXTENSIONS))
     return out
 
 
@@ -391,7 +402,7 @@ def parse_filters(source: str | Path | Mapping[str, Any]) -> dict[str, EntityFil
                     f"{where}: {key}: unknown entity {name!r} (known: {known}; subjects are "
                     "chosen with --participant-label)"
                 )
-            values = value if isinstance(value, list) else [value]
+            values = list(value) if isinstance(value, list | tuple) else [value]
             for v in values:
                 if v is not None and not isinstance(v, str | int) or isinstance(v, bool):
                     raise DiscoveryError(
@@ -443,17 +454,17 @@ def _choose(
     if len(top) == 1:
         return top[0], None, None
     names = ", ".join(f.name for f in top)
-    others = [{k: v for k, v in f.entities.items() if k != "run"} for f in top]
-    if all(o == others[0] for o in others) and all("run" in f.entities for f in top):
+    keys = sorted({k for f in top for k in f.entities})
+    differ = [k for k in keys if len({_norm(k, f.entities.get(k)) for f in top}) > 1]
+    if differ == ["run"] and all("run" in f.entities for f in top):
         last = max(top, key=lambda f: int(_norm("run", f.entities["run"]) or 0))
         warning = (
             f"{len(top)} files fit {modality} ({names}): took the last run, "
             f"{_relative(last.path, root)} (choose another with --bids-filter-file)"
         )
         return last, warning, None
-    differ = sorted(
-        {k for o in others for k in set(o) | set(others[0]) if o.get(k) != others[0].get(k)}
-    )
+    if not differ:  # run-1 and run-01, say
+        differ = ["name"]
     problem = (
         f"{len(top)} files fit {modality} and differ in {', '.join(differ)}: {names}; "
         f"choose one with --bids-filter-file, e.g. "

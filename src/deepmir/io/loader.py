@@ -206,7 +206,7 @@ def load_subject(
     _check_grids([ref.modality_path(root, m) for m in modalities] + [mask_path])
     full_mask: npt.NDArray[np.bool_] | None = None
     mask_affine: npt.NDArray[np.float64] | None = None
-    if mask_path.exists():
+    if ref.has_mask(root):
         img, data = read_nifti(mask_path)
         _check_volume(mask_path, img, data, is_mask=True)
         m = np.asarray(data).reshape(data.shape[:3])
