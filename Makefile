@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust cv ablate clean
+.PHONY: venv demo test lint train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -35,11 +35,13 @@ bench-predict: $(STAMP)
 bench-vein: $(STAMP)
 	$(BIN)/python benchmarks/bench_vein_filter.py --out build/bench-vein
 
-# The shipped models' recipe: 24 simulated subjects (seed 1000, never the demo's
-# 20211), one model per modality set, fixed iteration count (deterministic).
+# The v0.1 recipe (narrow phantom): 24 simulated subjects (seed 1000, never the
+# demo's 20211), fixed iteration count (deterministic). Its weights are where the
+# robust recipe starts; the shipped model is the robust one (train-default).
 TRAIN_DATA ?= build/train-cohort
 TRAIN_ITERATIONS ?= 1200
 MODELS := src/deepmir/models
+V01_MODEL ?= build/models/v0.1
 
 $(TRAIN_DATA)/dataset_description.json: | $(STAMP)
 	$(BIN)/deepmir simulate --out $(TRAIN_DATA) --n 24 --seed 1000 --preset narrow
@@ -50,13 +52,16 @@ TUNE_DATA ?= build/tune-cohort
 $(TUNE_DATA)/dataset_description.json: | $(STAMP)
 	$(BIN)/deepmir simulate --out $(TUNE_DATA) --n 6 --seed 1001 --preset narrow
 
-train-default: $(TRAIN_DATA)/dataset_description.json $(TUNE_DATA)/dataset_description.json
-	$(BIN)/deepmir train --data $(TRAIN_DATA) --out $(MODELS)/t2w-swi-qsm --modalities t2w,swi,qsm \
+$(V01_MODEL)/config.json: $(TRAIN_DATA)/dataset_description.json $(TUNE_DATA)/dataset_description.json
+	$(BIN)/deepmir train --data $(TRAIN_DATA) --out $(V01_MODEL) --modalities t2w,swi,qsm \
 		--iterations $(TRAIN_ITERATIONS) --val-fraction 0.1 --val-every 500 --seed 0
-	$(BIN)/deepmir train --data $(TRAIN_DATA) --out $(MODELS)/swi-qsm --modalities swi,qsm \
-		--iterations $(TRAIN_ITERATIONS) --val-fraction 0.1 --val-every 500 --seed 0
-	$(BIN)/deepmir tune --model $(MODELS)/t2w-swi-qsm --data $(TUNE_DATA)
-	$(BIN)/deepmir tune --model $(MODELS)/swi-qsm --data $(TUNE_DATA)
+	$(BIN)/deepmir tune --model $(V01_MODEL) --data $(TUNE_DATA)
+
+train-v0.1: $(V01_MODEL)/config.json
+
+# the shipped model: the robust recipe, copied into the package
+train-default: train-robust
+	cp $(ROBUST_MODEL)/model.safetensors $(ROBUST_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
 
 cv: $(TRAIN_DATA)/dataset_description.json
 	$(BIN)/deepmir cv --data $(TRAIN_DATA) --folds 4 --out build/cv --iterations $(TRAIN_ITERATIONS)
@@ -74,7 +79,7 @@ bench-designs: $(TRAIN_DATA)/dataset_description.json
 		--json benchmarks/results/designs.json
 
 # The robust recipe (issue 10): domain-randomized phantoms (seed 2000), one model for
-# every modality subset (modality dropout), fine-tuned from the shipped v0.1 weights,
+# every modality subset (modality dropout), fine-tuned from the v0.1 weights (train-v0.1),
 # resumable: rerun the same command to continue after --time-budget stops it.
 ROBUST_DATA ?= build/robust-train
 ROBUST_TUNE ?= build/robust-tune
@@ -90,9 +95,9 @@ $(ROBUST_DATA)/dataset_description.json: | $(STAMP)
 $(ROBUST_TUNE)/dataset_description.json: | $(STAMP)
 	$(BIN)/deepmir simulate --out $(ROBUST_TUNE) --n $(ROBUST_TUNE_N) --seed 2001 --preset randomized
 
-train-robust: $(ROBUST_DATA)/dataset_description.json $(ROBUST_TUNE)/dataset_description.json
+train-robust: $(ROBUST_DATA)/dataset_description.json $(ROBUST_TUNE)/dataset_description.json $(V01_MODEL)/config.json
 	$(BIN)/deepmir train --data $(ROBUST_DATA) --out $(ROBUST_MODEL) --modalities t2w,swi,qsm \
-		--init default --learning-rate 1e-3 --modality-dropout t2w=0.4,qsm=0.25 \
+		--init $(V01_MODEL) --learning-rate 1e-3 --modality-dropout t2w=0.4,qsm=0.25 \
 		--iterations $(ROBUST_ITERATIONS) --time-budget $(ROBUST_BUDGET_MIN) --val-every 1500 \
 		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
 	$(BIN)/deepmir tune --model $(ROBUST_MODEL) --data $(ROBUST_TUNE)

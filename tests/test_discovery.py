@@ -296,8 +296,10 @@ class _QsmThreshold(torch.nn.Module):
 
 @pytest.fixture
 def stand_in_shipped(monkeypatch) -> dict[str, int]:
-    """The shipped models replaced by stand-ins (2 mm working grid); returns how
-    often each was built."""
+    """Two shipped models (t2w-swi-qsm, swi-qsm: the per-subject choice between
+    models of different needs) replaced by stand-ins (2 mm working grid);
+    returns how often each was built."""
+    monkeypatch.setattr(predict_module, "SHIPPED_MODELS", ("t2w-swi-qsm", "swi-qsm"))
     built: dict[str, int] = {}
     cache: dict[str, LoadedModel] = {}
 
@@ -398,12 +400,13 @@ def test_each_shipped_model_is_loaded_once(simulated_dataset, tmp_path, monkeypa
     for _ in range(2):
         choices = choose_models("default", data, refs)
         names = {str(r): c.name for r, c in choices.items() if isinstance(c, LoadedModel)}
+        # the shipped model serves subjects without T2w too (T2w is optional)
         assert names == {
             "sub-01": "default (t2w-swi-qsm)",
-            "sub-02": "default (swi-qsm)",
+            "sub-02": "default (t2w-swi-qsm)",
             "sub-03": "default (t2w-swi-qsm)",
         }
-    assert sorted(loads) == ["swi-qsm", "t2w-swi-qsm"]
+    assert sorted(loads) == ["t2w-swi-qsm"]
     predict_module._load_shipped.cache_clear()
 
 

@@ -76,15 +76,24 @@ def test_swi_only_subject_needs_a_model_trained_with_dropout(simulated_dataset, 
     assert "missing: t2w (*_T2w.nii[.gz]), qsm (*_Chimap.nii[.gz])" in refused.failed["sub-01"]
 
 
-def test_old_configs_load_with_no_optional_modality_and_no_calibration():
-    from deepmir.inference.predict import shipped_model_dir
-    from deepmir.model.checkpoint import load_model
+def test_old_configs_load_with_no_optional_modality_and_no_calibration(tmp_path):
+    """A v0.1 config (no optional_modalities, no calibration keys) still loads."""
+    import shutil
 
-    shipped = shipped_model_dir("swi-qsm")
-    assert "optional_modalities" not in json.loads((shipped / CONFIG).read_text())
-    _, card = load_model(shipped)
+    from deepmir.inference.predict import shipped_model_dir
+    from deepmir.model.checkpoint import WEIGHTS, load_model
+
+    shipped = shipped_model_dir("t2w-swi-qsm")
+    config = json.loads((shipped / CONFIG).read_text())
+    assert config["optional_modalities"] and config["calibration"]
+    del config["optional_modalities"], config["calibration"]
+    old = tmp_path / "v0.1"
+    old.mkdir()
+    shutil.copy(shipped / WEIGHTS, old / WEIGHTS)
+    (old / CONFIG).write_text(json.dumps(config))
+    _, card = load_model(old)
     assert card.optional_modalities == () and card.calibration is None
-    assert card.required_modalities == ("swi", "qsm")
+    assert card.required_modalities == ("t2w", "swi", "qsm")
 
 
 def test_cli_parses_modality_dropout():

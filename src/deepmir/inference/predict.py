@@ -76,7 +76,7 @@ from deepmir.model.checkpoint import ModelCard, ModelError, check_modalities, lo
 from deepmir.model.preprocess import brain_mask_from, normalize
 
 #: shipped models (inside the package), most modalities first
-SHIPPED_MODELS = ("t2w-swi-qsm", "swi-qsm")
+SHIPPED_MODELS = ("t2w-swi-qsm",)
 LESION_COLUMNS = [
     "lesion_id",
     "label",
