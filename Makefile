@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust cv ablate clean
+.PHONY: venv demo test lint bench-memory train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -31,6 +31,9 @@ bench-simulate: $(STAMP)
 
 bench-predict: $(STAMP)
 	$(BIN)/python benchmarks/bench_predict.py
+
+bench-memory: $(STAMP)
+	$(BIN)/python benchmarks/bench_memory.py
 
 bench-vein: $(STAMP)
 	$(BIN)/python benchmarks/bench_vein_filter.py --out build/bench-vein
