@@ -37,8 +37,14 @@ SETS = ("in-distribution", *SHIFTS)
 CLASSES = ("cmb", "iron", "calcification")
 
 
-#: modality subsets scored on the in-distribution subjects (the full set is t2w+swi+qsm)
-SUBSETS = {"swi+qsm": ("swi", "qsm"), "swi": ("swi",)}
+#: input subsets scored on the in-distribution subjects (the full set is t2w, swi,
+#: qsm and the brain mask): fewer modalities, or no mask (predict derives one)
+SUBSETS = {
+    "swi+qsm": ("swi", "qsm", "mask"),
+    "swi": ("swi", "mask"),
+    "no-mask": ("t2w", "swi", "qsm"),
+    "swi-no-mask": ("swi",),
+}
 
 
 def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -68,10 +74,13 @@ def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def subset_dataset(data: Path, keep: tuple[str, ...], out: Path) -> Path:
-    """``data`` without the images of the modalities not in ``keep`` (symlinks)."""
+    """``data`` without the images of the modalities not in ``keep`` (and without
+    the brain mask unless ``mask`` is in ``keep``), as symlinks."""
     from deepmir.io.bids import MODALITY_SUFFIX
 
     dropped = tuple(f"_{s}." for m, s in MODALITY_SUFFIX.items() if m not in keep)
+    if "mask" not in keep:
+        dropped += ("_desc-brain_mask.",)
     for path in sorted(data.rglob("*")):
         rel = path.relative_to(data)
         if path.is_dir() or (
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[*SETS, *(f"in-distribution:{k}" for k in SUBSETS)],
         help="sets to score (default: all, and the in-distribution subjects with only "
-        "SWI + QSM and with only SWI)",
+        "SWI + QSM, with only SWI, and without the brain mask)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--repredict", action="store_true")

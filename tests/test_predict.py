@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -65,8 +66,8 @@ def test_predict_writes_the_contract_and_finds_the_cmbs(simulated_dataset, predi
     found = 0
     for ref in find_subjects(simulated_dataset):
         paths = output_paths(predicted, ref)
-        for p in paths.values():
-            assert p.exists(), p
+        for name, p in paths.items():
+            assert p.exists() == (name != "mask"), p  # the input has its own mask
         image = nib.load(paths["dseg"])
         source = nib.load(ref.modality_path(simulated_dataset, "swi"))
         assert image.get_data_dtype() == np.uint8
@@ -301,3 +302,31 @@ def test_calibrate_stores_the_map_not_new_weights(simulated_dataset, tiny_model,
     for name in ("reliability.png", "reliability_held_out.png"):
         assert (tmp_path / "report" / name).read_bytes()[:4] == b"\x89PNG"
     assert main([*args, "--holdout-fraction", "1.5"]) == 2
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_predict_without_a_mask_writes_the_mask_it_used(simulated_dataset, tiny_model, tmp_path):
+    data = tmp_path / "bids"
+    shutil.copytree(simulated_dataset, data)
+    ref = SubjectRef("01")
+    given = np.asarray(nib.load(ref.mask_path(data)).dataobj) > 0.5
+    ref.mask_path(data).unlink()
+    out = tmp_path / "out"
+    outcome = predict_dataset(data, out, model=tiny_model, progress=False, log=lambda m: None)
+    assert not outcome.failed
+    assert any("no brain mask" in w for w in outcome.warnings["sub-01"])
+    paths = output_paths(out, ref)
+    written = nib.load(paths["mask"])
+    assert written.shape == given.shape
+    assert _dice(np.asarray(written.dataobj) > 0, given) > 0.9  # issue 12: QSM support
+    sidecar = json.loads(paths["dseg-json"].read_text())
+    assert "qsm-support" in sidecar["BrainMask"]
+    # a subject with its own mask gets no derived one
+    assert not output_paths(out, SubjectRef("02"))["mask"].exists()
+    assert (
+        "desc-brain_mask"
+        in json.loads(output_paths(out, SubjectRef("02"))["dseg-json"].read_text())["BrainMask"]
+    )

@@ -73,7 +73,7 @@ from deepmir.io.loader import Subject, SubjectDataError, load_subject
 from deepmir.io.plausibility import check_images
 from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
 from deepmir.model.checkpoint import ModelCard, ModelError, check_modalities, load_model
-from deepmir.model.preprocess import brain_mask_from, normalize
+from deepmir.model.preprocess import derive_brain_mask, normalize
 
 #: shipped models (inside the package), most modalities first
 SHIPPED_MODELS = ("t2w-swi-qsm",)
@@ -218,6 +218,10 @@ class SubjectPrediction:
     warnings: list[str] = dataclasses.field(default_factory=list)
     #: the model that made it (:func:`model_record`)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the brain mask deepmir derived (crop) when the input had none
+    derived_mask: npt.NDArray[np.bool_] | None = None
+    #: "file", or how the mask was derived (:func:`derive_brain_mask`)
+    mask_method: str = "file"
 
     def probability_map(self, label: int) -> npt.NDArray[np.float32]:
         """Class ``label``'s probability on the whole input grid, linearly
@@ -269,12 +273,18 @@ def predict_subject(
     # the model's modalities, plus QSM when present for the lesion table's chi
     wanted = tuple(m for m in available if m in card.modalities or m == "qsm")
     subject = load_subject(root, ref, wanted, crop_margin=CROP_MARGIN)
-    file_mask = (
-        subject.brain_mask
-        if subject.brain_mask is not None
-        else brain_mask_from({m: subject.images[m] for m in card.modalities if m in subject.images})
-    )
     warnings = list(ref.files.warnings) if ref.files is not None else []
+    derived: npt.NDArray[np.bool_] | None = None
+    mask_method = "file"
+    if subject.brain_mask is not None:
+        file_mask = subject.brain_mask
+    else:
+        derived, mask_method = derive_brain_mask(subject.images, subject.crop_affine)
+        file_mask = derived
+        warnings.append(
+            f"{ref.mask_path(root)}: no brain mask; derived one ({mask_method}), written as "
+            f"{ref.prefix}_desc-brain_mask.nii.gz with the outputs: check it"
+        )
     warnings += check_images(subject.images, file_mask, subject.paths)
     orient = Reorientation.of(subject.crop_affine, subject.shape)
     ras_mask = orient.forward(file_mask).astype(bool)
@@ -323,6 +333,8 @@ def predict_subject(
         sources=sorted(_relative(p, root) for p in subject.paths.values()),
         warnings=warnings,
         model=model_record(model),
+        derived_mask=derived,
+        mask_method=mask_method,
     )
 
 
@@ -435,6 +447,7 @@ def output_paths(out: Path, ref: SubjectRef) -> dict[str, Path]:
         "dseg-json": anat / f"{p}_desc-deepmir_dseg.json",
         "lesions": anat / f"{p}_desc-deepmir_lesions.tsv",
         "report": anat / f"{p}_desc-deepmir_report.html",
+        "mask": anat / f"{p}_desc-brain_mask.nii.gz",
     }
     for label, name in LESION_CLASSES.items():
         paths[f"prob-{label}"] = anat / f"{p}_label-{name}_desc-deepmir_probseg.nii.gz"
@@ -465,6 +478,11 @@ def write_subject(
     def dseg(tmp: Path) -> None:
         nib.save(nifti_image(prediction.dseg, affine, np.uint8), tmp)
 
+    def mask(tmp: Path) -> None:
+        assert prediction.derived_mask is not None
+        full = prediction.subject.uncrop(prediction.derived_mask.astype(np.uint8))
+        nib.save(nifti_image(full, affine, np.uint8), tmp)
+
     def probability(label: int) -> Callable[[Path], None]:
         def write(tmp: Path) -> None:  # one full-size volume at a time
             nib.save(nifti_image(prediction.probability_map(label), affine, np.float32), tmp)
@@ -484,6 +502,8 @@ def write_subject(
     }
     if report_html is not None:
         writers["report"] = text(report_html)
+    if prediction.derived_mask is not None:
+        writers["mask"] = mask
     if save_probabilities:
         writers.update({f"prob-{label}": probability(label) for label in LESION_CLASSES})
     current = paths["dseg"]
@@ -531,6 +551,9 @@ def dseg_sidecar(prediction: SubjectPrediction) -> dict[str, Any]:
         "Sources": prediction.sources,
         "WorkingGrid": prediction.working_grid.to_dict(),
         "Model": prediction.model,
+        "BrainMask": "the input's desc-brain_mask"
+        if prediction.mask_method == "file"
+        else f"derived by deepmir ({prediction.mask_method}): desc-brain_mask next to this file",
     }
 
 

@@ -68,6 +68,48 @@ def fit_normalization(
     return Normalization(modalities=modalities, qsm_scale_ppm=max(scale, 1e-3))
 
 
+#: voxels added around a QSM's support: QSM pipelines erode the brain mask by a
+#: few voxels before background removal and inversion
+QSM_SUPPORT_DILATION = 2
+
+
+def derive_brain_mask(
+    images: dict[str, FloatArray], affine: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.bool_], str]:
+    """A brain mask for a subject without one, and the method used.
+
+    With QSM: the QSM's own support (QSM pipelines set chi to 0 outside their
+    brain mask), its largest 26-connected component (cc3d) with holes filled,
+    dilated by :data:`QSM_SUPPORT_DILATION` voxels to undo the pipelines'
+    usual erosion (scipy.ndimage). Without QSM: nilearn's
+    ``compute_epi_mask`` (T. Nichols' histogram heuristic, largest component,
+    opening) on the SWI magnitude (or T2w), holes filled. Falls back to the
+    voxels with signal (:func:`brain_mask_from`) when these find nothing.
+    """
+    import cc3d
+    from scipy import ndimage
+
+    qsm = images.get("qsm")
+    if qsm is not None and np.count_nonzero(qsm):
+        support = qsm != 0
+        largest = cc3d.largest_k(support, k=1, connectivity=26) > 0
+        filled = ndimage.binary_fill_holes(largest)
+        ball = ndimage.generate_binary_structure(3, 1)
+        mask = ndimage.binary_dilation(filled, ball, iterations=QSM_SUPPORT_DILATION)
+        return np.asarray(mask, bool), "qsm-support"
+    magnitude = images.get("swi", images.get("t2w"))
+    if magnitude is not None and np.count_nonzero(magnitude):
+        import nibabel as nib
+        from nilearn.masking import compute_epi_mask
+
+        image = nib.Nifti1Image(np.abs(magnitude).astype(np.float32), affine)
+        mask = np.asarray(compute_epi_mask(image).dataobj) > 0
+        mask = np.asarray(ndimage.binary_fill_holes(mask), bool)
+        if mask.any():
+            return mask, "nilearn-epi-mask"
+    return brain_mask_from(images), "signal"
+
+
 def brain_mask_from(images: dict[str, FloatArray]) -> npt.NDArray[np.bool_]:
     """A brain mask when the input has none: voxels with signal in any modality."""
     masks = [np.abs(v) > 1e-6 for v in images.values()]
