@@ -14,7 +14,7 @@ its raw ``score`` is reported per class and set, pooled over the held-out
 sets, with a reliability diagram of the pooled held-out lesions
 (``reliability.png`` next to the JSON).
 
-Resumable: a set already simulated (or predicted) is reused.
+Resumable: a set already simulated, or predicted with the same weights, is reused.
 
 Run: ``make bench-robust`` or
 ``.venv/bin/python benchmarks/bench_robust.py --model default --n 6 --out build/robust``
@@ -66,11 +66,26 @@ def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
             ),
             progress=False,
         )
-    predictions = root / f"pred-{Path(str(args.model)).name}"
+    predictions = root / f"pred-{model_key(args.model)}"
     if subset:
         data = subset_dataset(data, SUBSETS[subset], root / f"bids-{subset}")
         predictions = predictions.with_name(f"{predictions.name}-{subset}")
     return score(name, data, predictions, args)
+
+
+def model_key(model: str) -> str:
+    """The predictions' folder name: the model and its weights (a cached run of
+    other weights under the same name, say an earlier shipped model, is not reused)."""
+    from deepmir.inference.predict import SHIPPED_MODELS, shipped_model_dir
+    from deepmir.model.checkpoint import CONFIG
+
+    folders = (
+        [shipped_model_dir(name) for name in SHIPPED_MODELS]
+        if model == "default"
+        else [Path(model)]
+    )
+    digests = [json.loads((f / CONFIG).read_text())["weights_sha256"][:12] for f in folders]
+    return f"{Path(model).name}-{'-'.join(digests)}"
 
 
 def subset_dataset(data: Path, keep: tuple[str, ...], out: Path) -> Path:

@@ -223,6 +223,13 @@ class SubjectPrediction:
     #: "file", or how the mask was derived (:func:`derive_brain_mask`)
     mask_method: str = "file"
 
+    @property
+    def brain_mask(self) -> npt.NDArray[np.bool_]:
+        """The brain mask predict used (crop): the input's, or the derived one."""
+        mask = self.subject.brain_mask if self.derived_mask is None else self.derived_mask
+        assert mask is not None  # predict_subject always has one
+        return mask
+
     def probability_map(self, label: int) -> npt.NDArray[np.float32]:
         """Class ``label``'s probability on the whole input grid, linearly
         interpolated from the working grid (background: 1 outside the crop,

@@ -14,7 +14,6 @@ import numpy as np
 from deepmir import __version__
 from deepmir.inference.orientation import Reorientation
 from deepmir.labels import LESION_CLASSES
-from deepmir.model.preprocess import brain_mask_from
 from deepmir.report.tiles import COLOURS, QSM_WINDOW_PPM, tile_png, window
 
 if TYPE_CHECKING:
@@ -79,11 +78,7 @@ def _tiles(prediction: SubjectPrediction) -> str:
     subject = prediction.subject  # the brain crop: tiles stop at its edge
     orient = Reorientation.of(subject.crop_affine, subject.shape)
     images = {m: orient.forward(v) for m, v in subject.images.items()}
-    mask = (
-        orient.forward(subject.brain_mask).astype(bool)
-        if subject.brain_mask is not None
-        else brain_mask_from(images)
-    )
+    mask = orient.forward(prediction.brain_mask).astype(bool)
     instances = orient.forward(prediction.lesions.instances)
     displays = {m: QSM_WINDOW_PPM if m == "qsm" else window(v, mask) for m, v in images.items()}
     order = sorted(prediction.table, key=lambda r: -r["volume_mm3"])[:MAX_TILED_LESIONS]
