@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust cv ablate clean
+.PHONY: venv demo test lint bench-memory train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust train-v0.3 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -62,9 +62,9 @@ $(V01_MODEL)/config.json: $(TRAIN_DATA)/dataset_description.json $(TUNE_DATA)/da
 
 train-v0.1: $(V01_MODEL)/config.json
 
-# the shipped model: the robust recipe, copied into the package
-train-default: train-robust
-	cp $(ROBUST_MODEL)/model.safetensors $(ROBUST_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
+# the shipped model: v0.3 (below), copied into the package
+train-default: train-v0.3
+	cp $(V03_MODEL)/model.safetensors $(V03_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
 
 cv: $(TRAIN_DATA)/dataset_description.json
 	$(BIN)/deepmir cv --data $(TRAIN_DATA) --folds 4 --out build/cv --iterations $(TRAIN_ITERATIONS)
@@ -105,6 +105,29 @@ train-robust: $(ROBUST_DATA)/dataset_description.json $(ROBUST_TUNE)/dataset_des
 		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
 	$(BIN)/deepmir tune --model $(ROBUST_MODEL) --data $(ROBUST_TUNE)
 	$(BIN)/deepmir calibrate --model $(ROBUST_MODEL) --data $(ROBUST_TUNE) --out $(ROBUST_MODEL)/calibration
+
+# v0.3 (the shipped model): v0.2's weights trained on twice the subjects (the
+# seed-2000 cohort continued: subjects 65-128 in a second folder, pooled with
+# --data twice) with mask jitter (a third of the subjects get the mask predict
+# derives when a dataset has none), then tuned and calibrated like v0.2.
+ROBUST_DATA_B ?= build/robust-train-b
+V03_MODEL ?= build/models/v0.3
+V03_ITERATIONS ?= 12000
+V03_BUDGET_MIN ?= 170
+
+$(ROBUST_DATA_B)/dataset_description.json: | $(STAMP)
+	$(BIN)/deepmir simulate --out $(ROBUST_DATA_B) --n $(ROBUST_N) --first-index $(ROBUST_N) \
+		--seed 2000 --preset randomized
+
+train-v0.3: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_description.json $(ROBUST_TUNE)/dataset_description.json
+	test -f $(ROBUST_MODEL)/config.json || $(MAKE) train-robust
+	$(BIN)/deepmir train --data $(ROBUST_DATA) --data $(ROBUST_DATA_B) --out $(V03_MODEL) \
+		--modalities t2w,swi,qsm --init $(ROBUST_MODEL) --learning-rate 7e-4 \
+		--modality-dropout t2w=0.4,qsm=0.25 --mask-jitter 0.33 \
+		--iterations $(V03_ITERATIONS) --time-budget $(V03_BUDGET_MIN) --val-every 2000 \
+		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
+	$(BIN)/deepmir tune --model $(V03_MODEL) --data $(ROBUST_TUNE)
+	$(BIN)/deepmir calibrate --model $(V03_MODEL) --data $(ROBUST_TUNE) --out $(V03_MODEL)/calibration
 
 # held-out shifts of docs/robustness.md; ROBUST_BENCH_MODEL=default scores the shipped model
 ROBUST_BENCH_MODEL ?= default

@@ -127,6 +127,10 @@ def test_train_cli_writes_a_loadable_model(simulated_dataset, tmp_path, monkeypa
                 "train",
                 "--data",
                 str(simulated_dataset),
+                "--data",  # two cohorts pooled (here the same one twice)
+                str(simulated_dataset),
+                "--mask-jitter",
+                "0.5",
                 "--out",
                 str(tmp_path / "m"),
                 "--iterations",
@@ -142,6 +146,8 @@ def test_train_cli_writes_a_loadable_model(simulated_dataset, tmp_path, monkeypa
     net, card = load_model(tmp_path / "m")
     assert card.modalities == ("swi", "qsm")
     assert card.training["iterations_run"] == 2
+    assert card.training["data"] == [str(simulated_dataset.resolve())] * 2
+    assert card.training["config"]["mask_jitter"] == 0.5
     assert (
         main(
             [

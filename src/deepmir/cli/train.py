@@ -15,7 +15,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "train", help="train the network on a BIDS dataset with derivatives/reference labels"
     )
-    p.add_argument("--data", required=True, type=Path, help="BIDS folder (e.g. from simulate)")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        action="append",
+        help="BIDS folder with reference labels (e.g. from simulate); repeat to pool "
+        "several cohorts",
+    )
     p.add_argument("--out", required=True, type=Path, help="model folder to write")
     p.add_argument("--modalities", default="t2w,swi,qsm", help="subset of t2w,swi,qsm")
     p.add_argument("--iterations", type=int_at_least(1), default=2000)
@@ -46,6 +53,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar="M=P,...",
         help="per training patch, replace modality M by zeros with probability P "
         "(e.g. t2w=0.5,qsm=0.3; never swi): the model then serves subjects without M",
+    )
+    p.add_argument(
+        "--mask-jitter",
+        type=float_in(0.0, 1.0, low_open=False, high_open=False),
+        default=0.0,
+        metavar="P",
+        help="per training subject, with probability P replace the given brain mask by "
+        "the one predict derives when a dataset has none: the model then works with either",
     )
     p.add_argument(
         "--patch", type=int_at_least(32), default=64, help="cubic patch size (multiple of 32)"
@@ -107,15 +122,17 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
             modality_dropout=parse_dropout(args.modality_dropout),
+            mask_jitter=args.mask_jitter,
             tune_post=args.tune_post,
         )
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     try:
-        problem = dataset_problem(args.data)
-        if problem:
-            raise SubjectDataError(args.data, problem)
+        for folder in args.data:
+            problem = dataset_problem(folder)
+            if problem:
+                raise SubjectDataError(folder, problem)
         prepare_output_dir(args.out)  # before hours of training, not after
         result = train_model(
             args.data, args.out, config, val_fraction=args.val_fraction, resume=args.resume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,18 @@ from deepmir.io.loader import SubjectDataError, load_subject, read_nifti
 from deepmir.model.preprocess import (
     Normalization,
     brain_box,
-    brain_mask_from,
+    derive_brain_mask,
     fit_normalization,
     normalize,
 )
 
 REFERENCE = Path("derivatives") / "reference"
+
+#: brain-box margin (voxels) of the training crops
+CROP_MARGIN = 4
+
+#: the random stream of the mask jitter (apart from the training loop's)
+MASK_JITTER_STREAM = 0x6D61736B
 
 
 @dataclass
@@ -88,17 +95,46 @@ def to_working_grid(
 
 
 def read_annotated(
-    data: str | Path, modalities: tuple[str, ...], spacing_mm: float | None = None
+    data: str | Path,
+    modalities: tuple[str, ...],
+    spacing_mm: float | None = None,
+    crop_margin: int | None = None,
+    mask_jitter: float = 0.0,
+    seed: int = 0,
 ) -> list[RawSubject]:
-    """Read every subject of a simulated BIDS dataset with its reference labels,
-    on the working grid (:func:`to_working_grid`)."""
+    """Every subject of a simulated BIDS dataset with its reference labels, on
+    the working grid (:func:`iter_annotated`)."""
+    return list(iter_annotated(data, modalities, spacing_mm, crop_margin, mask_jitter, seed))
+
+
+def iter_annotated(
+    data: str | Path,
+    modalities: tuple[str, ...],
+    spacing_mm: float | None = None,
+    crop_margin: int | None = None,
+    mask_jitter: float = 0.0,
+    seed: int = 0,
+) -> Iterator[RawSubject]:
+    """Read the subjects of a simulated BIDS dataset one at a time, with their
+    reference labels, on the working grid (:func:`to_working_grid`).
+
+    ``crop_margin``: crop each subject to its brain box plus this many voxels
+    as soon as it is read (a training cohort then holds brains, not fields of
+    view; :func:`prepare` gives the same arrays either way).
+
+    ``mask_jitter``: with this probability per subject (drawn from ``seed``),
+    the given brain mask is replaced by the one predict derives for data
+    without a mask (:func:`derive_brain_mask`, from the QSM's support or,
+    half of the time, from the magnitude alone as for SWI-only input), so
+    that the network learns to work with either. Reference lesions outside
+    the mask used are dropped (nothing outside a mask is ever predicted).
+    """
     data = Path(data)
-    out = []
     problem = dataset_problem(data)
     if problem:
         raise SubjectDataError(data, problem)
-    refs = find_subjects(data)
-    for ref in refs:
+    rng = np.random.default_rng([seed, MASK_JITTER_STREAM])
+    for ref in find_subjects(data):
         subject = load_subject(data, ref, modalities)
         anat = ref.anat_dir(data / REFERENCE)
         dseg_path = anat / f"{ref.prefix}_dseg.nii.gz"
@@ -111,16 +147,41 @@ def read_annotated(
             if inst_path.exists()
             else np.zeros_like(dseg, np.int16)
         )
-        mask = (
-            subject.brain_mask
-            if subject.brain_mask is not None
-            else brain_mask_from(subject.images)
-        )
+        jitter, from_magnitude = rng.random() < mask_jitter, rng.random() < 0.5
+        if jitter or subject.brain_mask is None:
+            sources = subject.images
+            if jitter and from_magnitude:
+                sources = {m: v for m, v in subject.images.items() if m != "qsm"}
+            mask = derive_brain_mask(sources, subject.affine)[0]
+            dseg[~mask] = 0
+            instances[~mask] = 0
+        else:
+            mask = subject.brain_mask
         images, mask_w, labels, affine = to_working_grid(
             subject.images, mask, (dseg, instances), subject.affine, spacing_mm
         )
+        del subject
         assert mask_w is not None and labels is not None
-        out.append(RawSubject(ref, images, mask_w, labels[0], labels[1], affine))
+        raw = RawSubject(ref, images, mask_w, labels[0], labels[1], affine)
+        yield raw if crop_margin is None else crop(raw, crop_margin)
+
+
+def crop(raw: RawSubject, margin: int) -> RawSubject:
+    """``raw`` cut to its brain box plus ``margin`` voxels (affine shifted)."""
+    box = brain_box(raw.mask, margin)
+    return RawSubject(
+        raw.ref,
+        {m: np.ascontiguousarray(v[box]) for m, v in raw.images.items()},
+        np.ascontiguousarray(raw.mask[box]),
+        np.ascontiguousarray(raw.dseg[box]),
+        np.ascontiguousarray(raw.instances[box]),
+        _shifted(raw.affine, box),
+    )
+
+
+def _shifted(affine: npt.NDArray[np.float64], box: tuple[slice, ...]) -> npt.NDArray[np.float64]:
+    out = affine.copy()
+    out[:3, 3] = affine[:3, :3] @ np.array([b.start for b in box]) + affine[:3, 3]
     return out
 
 
@@ -132,11 +193,10 @@ def fit(raw: list[RawSubject], modalities: tuple[str, ...]) -> Normalization:
     )
 
 
-def prepare(raw: RawSubject, norm: Normalization, margin: int = 4) -> TrainingSubject:
+def prepare(raw: RawSubject, norm: Normalization, margin: int = CROP_MARGIN) -> TrainingSubject:
     box = brain_box(raw.mask, margin)
     image = normalize(raw.images, raw.mask, norm)[(slice(None), *box)]
-    affine = raw.affine.copy()
-    affine[:3, 3] = raw.affine[:3, :3] @ np.array([b.start for b in box]) + raw.affine[:3, 3]
+    affine = _shifted(raw.affine, box)
     return TrainingSubject(
         name=str(raw.ref),
         image=np.ascontiguousarray(image),

@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,14 @@ from deepmir.labels import LABELS
 from deepmir.model.checkpoint import ModelCard, save_model
 from deepmir.model.network import NetworkConfig, build_network
 from deepmir.model.preprocess import Normalization
-from deepmir.training.data import TrainingSubject, fit, prepare, read_annotated
+from deepmir.training.data import (
+    CROP_MARGIN,
+    TrainingSubject,
+    fit,
+    iter_annotated,
+    prepare,
+    read_annotated,
+)
 from deepmir.training.provider import PatchProvider, SubjectPatches, drop_modalities
 from deepmir.training.resume import (
     RESUME_DIR,
@@ -89,6 +97,9 @@ class TrainConfig:
     #: modality -> probability that a training patch has it replaced by zeros
     #: (all its channels), so that one model serves subjects without it; never SWI
     modality_dropout: dict[str, float] = field(default_factory=dict)
+    #: probability per training subject that its brain mask is replaced by the
+    #: one predict derives without a mask (:func:`deepmir.training.data.iter_annotated`)
+    mask_jitter: float = 0.0
     #: start from the weights of this model folder (same architecture and input
     #: channels; fine-tuning), None: random initialization
     init_from: str | None = None
@@ -96,6 +107,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
+        if not 0.0 <= self.mask_jitter <= 1.0:
+            raise ValueError("mask jitter: the probability must be in [0, 1]")
         for modality, p in self.modality_dropout.items():
             if modality == "swi":
                 raise ValueError("modality dropout: SWI is never dropped")
@@ -466,14 +479,15 @@ def _check_resumable(
 
 
 def train_model(
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     out: str | Path,
     config: TrainConfig,
     val_fraction: float = 0.2,
     progress: bool = True,
     resume: bool = False,
 ) -> TrainResult:
-    """Train on a BIDS dataset with reference labels; save safetensors + config.json.
+    """Train on one or more BIDS datasets with reference labels (their subjects
+    pooled); save safetensors + config.json.
 
     The resume state goes to ``<out>/resume/`` (:mod:`deepmir.training.resume`);
     ``resume=True`` continues from it when it is there. Without ``resume``, an
@@ -490,9 +504,22 @@ def train_model(
             )
     if config.iterations < 1:
         raise ValueError(f"training needs at least 1 iteration, got {config.iterations}")
-    raw = read_annotated(data, config.modalities)
+    folders = [Path(data)] if isinstance(data, str | Path) else [Path(d) for d in data]
+    raw = [
+        r
+        for folder in folders
+        for r in iter_annotated(
+            folder,
+            config.modalities,
+            crop_margin=CROP_MARGIN,
+            mask_jitter=config.mask_jitter,
+            seed=config.seed,
+        )
+    ]
     norm = fit(raw, config.modalities)
-    subjects = [prepare(r, norm) for r in raw]
+    subjects = []
+    while raw:  # each subject's raw arrays go as soon as it is prepared
+        subjects.append(prepare(raw.pop(0), norm, CROP_MARGIN))
     order = np.random.default_rng(config.seed).permutation(len(subjects))
     n_val = int(round(val_fraction * len(subjects))) if len(subjects) > 2 else 0
     val = [subjects[i] for i in order[:n_val]]
@@ -500,7 +527,8 @@ def train_model(
     result = train_on_subjects(
         train, val, norm, config, progress, resume_dir=resume_dir, resume=resume
     )
-    result.card.training["data"] = str(Path(data).resolve())
+    paths = [str(f.resolve()) for f in folders]
+    result.card.training["data"] = paths[0] if len(paths) == 1 else paths
     save_model(out, result.net, result.card)
     return result
 
