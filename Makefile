@@ -131,7 +131,7 @@ train-v0.3: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 
 # held-out shifts of docs/robustness.md; ROBUST_BENCH_MODEL=default scores the shipped model
 ROBUST_BENCH_MODEL ?= default
-ROBUST_BENCH_N ?= 3
+ROBUST_BENCH_N ?= 6
 bench-robust: $(STAMP)
 	$(BIN)/python benchmarks/bench_robust.py --model $(ROBUST_BENCH_MODEL) --n $(ROBUST_BENCH_N) \
 		--out build/robust --json benchmarks/results/robust_$(notdir $(ROBUST_BENCH_MODEL)).json

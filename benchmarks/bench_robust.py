@@ -55,11 +55,13 @@ def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
     base, _, subset = name.partition(":")
     root = Path(args.out) / base
     data = root / "bids"
-    if not (data / "participants.tsv").exists():
+    have = _n_simulated(data)
+    if have < args.n:  # a new set, or a smaller one of an earlier run extended
         simulate_dataset(
             SimulationConfig(
                 out=data,
-                n_subjects=args.n,
+                n_subjects=args.n - have,
+                first_index=have,
                 seed=args.seed + index,
                 preset="randomized",
                 shift="none" if base == "in-distribution" else base,
@@ -71,6 +73,13 @@ def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
         data = subset_dataset(data, SUBSETS[subset], root / f"bids-{subset}")
         predictions = predictions.with_name(f"{predictions.name}-{subset}")
     return score(name, data, predictions, args)
+
+
+def _n_simulated(data: Path) -> int:
+    tsv = data / "participants.tsv"
+    if not tsv.exists():
+        return 0
+    return max(0, len(tsv.read_text().strip().splitlines()) - 1)
 
 
 def model_key(model: str) -> str:
@@ -119,7 +128,10 @@ def score(name: str, data: Path, predictions: Path, args: argparse.Namespace) ->
     row: dict[str, Any] = {"set": name, "n_subjects": args.n}
     start = time.perf_counter()
     row["predict_s_per_subject"] = None  # predictions of an earlier run reused
-    if not (predictions / "index.html").exists() or args.repredict:
+    done = (predictions / "index.html").exists() and len(
+        list(predictions.glob("sub-*/"))
+    ) == _n_simulated(data)
+    if not done or args.repredict:
         try:
             outcome = predict_dataset(
                 data, predictions, model=args.model, progress=False, log=lambda m: None
