@@ -162,3 +162,33 @@ def test_train_cli_writes_a_loadable_model(simulated_dataset, tmp_path, monkeypa
         )
         == 2
     )
+
+
+def test_patch_centres_are_brain_voxels_picked_as_argwhere_would(prepared):
+    """Candidates are stored as flat int32 indices; a pick is the voxel that the
+    same draw from np.argwhere's (N, 3) list gives (so seeds keep their batches)."""
+    from deepmir.training.sampling import DEFAULT_MIX, candidate_centres, sample_centres
+
+    subject = prepared[0][0]
+    candidates = candidate_centres(subject, swi_channel=1)
+    assert all(pool.dtype == np.int32 for pool in candidates.pools.values())
+    centres = sample_centres(np.random.default_rng(7), candidates, 50)
+    # the same draws against the coordinate lists
+    rng = np.random.default_rng(7)
+    lists = {
+        "cmb": np.argwhere(subject.dseg == 1),
+        "iron": np.argwhere(subject.dseg == 2),
+        "calcification": np.argwhere(subject.dseg == 3),
+        "brain": np.argwhere(subject.brain),
+    }
+    names = [k for k in DEFAULT_MIX if k in candidates.pools and len(candidates.pools[k])]
+    assert "brain" in names and "mimic" in names
+
+    p = np.array([DEFAULT_MIX[k] for k in names])
+    picks = rng.choice(len(names), size=50, p=p / p.sum())
+    for centre, i in zip(centres, picks, strict=True):
+        name = names[i]
+        position = int(rng.integers(len(candidates.pools[name])))
+        if name in lists:
+            assert np.array_equal(centre, lists[name][position])
+        assert subject.brain[tuple(centre)] or name != "brain"

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 from deepmir import __version__
 from deepmir.cli.arguments import EXIT_CODES, HelpFormatter
-from deepmir.io.atomic import os_reason
 
 #: subcommand name -> module under ``deepmir.cli``
 COMMANDS: dict[str, str] = {
@@ -59,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args._run(args)
     except OSError as exc:  # a write that failed during the run (a full disk, say)
         where = f"{exc.filename}: " if exc.filename else ""
+        from deepmir.io.atomic import os_reason
+
         print(f"deepmir {args.command}: error: {where}{os_reason(exc)}", file=sys.stderr)
         return 1
     return code

@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from deepmir.cli.arguments import int_at_least
-from deepmir.evaluation import EvaluationInputError, evaluate_dataset, write_evaluation
-from deepmir.evaluation.metrics import EvaluationResult
-from deepmir.io.atomic import OutputError, prepare_output_dir
 from deepmir.labels import LABELS, LESION_CLASSES
+
+if TYPE_CHECKING:  # the evaluation (pandas) and rich load when the command runs
+    from rich.table import Table
+
+    from deepmir.evaluation.metrics import EvaluationResult
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -60,6 +59,8 @@ def _number(value: float, digits: int = 2) -> str:
 
 def metrics_table(result: EvaluationResult) -> Table:
     """Per class: counts and pooled figures."""
+    from rich.table import Table
+
     table = Table(title=f"Lesion-level evaluation, {len(result.subjects)} subject(s)")
     for column in (
         "class",
@@ -96,6 +97,8 @@ def metrics_table(result: EvaluationResult) -> Table:
 
 def confusion_table(result: EvaluationResult) -> Table:
     """Reference class (rows) found as predicted class (columns)."""
+    from rich.table import Table
+
     table = Table(
         title="Class confusion (lesions)",
         caption="none: reference lesion found by nothing / prediction matching nothing",
@@ -114,6 +117,11 @@ def confusion_table(result: EvaluationResult) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from deepmir.evaluation import EvaluationInputError, evaluate_dataset, write_evaluation
+    from deepmir.io.atomic import OutputError, prepare_output_dir
+
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table to 80
         console.width = max(console.width, 120)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deepmir.cli.arguments import int_at_least
-from deepmir.phantom.params import PRESETS, SHIFTS
+from deepmir.phantom.presets import PRESETS, SHIFTS
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ from deepmir.labels import CALCIFICATION, CMB, IRON
 from deepmir.phantom import anatomy as anat
 from deepmir.phantom.anatomy import DeformationParams, Grid, SubjectAnatomy
 from deepmir.phantom.geometry import Ellipsoid
+from deepmir.phantom.presets import PRESETS, SHIFTS
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,6 @@ class Variation:
     wm_chi_ppm: float
     wm_anisotropy_ppm: float
     flip_axes: tuple[bool, bool, bool]  # storage orientation of the written files
-
-
-#: held-out factors of the robustness benchmark (never drawn with shift "none")
-SHIFTS = ("b0-1.5t", "b0-7t", "slice-3mm", "qsm-cg", "bg-vsharp", "swi-swan", "atrophy")
-PRESETS = ("narrow", "randomized")
 
 
 @dataclass(frozen=True)

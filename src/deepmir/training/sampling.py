@@ -8,6 +8,7 @@ for a single-class model), and random brain voxels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,39 +20,57 @@ from deepmir.training.data import TrainingSubject
 DEFAULT_MIX = {"cmb": 0.25, "iron": 0.15, "calcification": 0.25, "mimic": 0.2, "brain": 0.15}
 
 
-def candidate_centres(
-    subject: TrainingSubject, swi_channel: int | None
-) -> dict[str, npt.NDArray[np.int64]]:
-    """Voxel indices (N, 3) of each source of patch centres."""
-    out = {}
+@dataclass(frozen=True)
+class Candidates:
+    """The voxels each source of patch centres may pick, as flat (C-order)
+    int32 indices into a volume of ``shape``: a twelfth of the memory of
+    (N, 3) int64 coordinates (a 1 mm brain has over a million voxels), and
+    the same picks (the same positions in the same order as ``np.argwhere``)."""
+
+    shape: tuple[int, ...]
+    pools: dict[str, npt.NDArray[np.int32]]
+
+    def coordinates(self, name: str, position: int) -> npt.NDArray[np.int64]:
+        """The (3,) voxel index of the ``position``-th candidate of ``name``."""
+        flat = int(self.pools[name][position])
+        return np.asarray(np.unravel_index(flat, self.shape), dtype=np.int64)
+
+
+def _flat(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int32]:
+    return np.flatnonzero(mask).astype(np.int32)
+
+
+def candidate_centres(subject: TrainingSubject, swi_channel: int | None) -> Candidates:
+    """The voxels of each source of patch centres."""
+    pools = {}
     for label, name in ((1, "cmb"), (2, "iron"), (3, "calcification")):
-        out[name] = np.argwhere(subject.dseg == label)
-    out["brain"] = np.argwhere(subject.brain)
+        pools[name] = _flat(subject.dseg == label)
+    pools["brain"] = _flat(subject.brain)
     if swi_channel is not None:
         swi = subject.image[swi_channel]
         free = subject.brain & (subject.dseg == 0)
         if free.any():
             threshold = np.percentile(swi[free], 0.5)
-            out["mimic"] = np.argwhere(free & (swi <= threshold))
-    return out
+            pools["mimic"] = _flat(free & (swi <= threshold))
+    return Candidates(subject.brain.shape, pools)
 
 
 def sample_centres(
     rng: np.random.Generator,
-    candidates: dict[str, npt.NDArray[np.int64]],
+    candidates: Candidates,
     n: int,
     mix: dict[str, float] | None = None,
 ) -> npt.NDArray[np.int64]:
-    """Draw ``n`` patch centres following ``mix`` among the sources that exist."""
+    """Draw ``n`` patch centres (n, 3) following ``mix`` among the sources that exist."""
     mix = mix or DEFAULT_MIX
-    names = [k for k in mix if k in candidates and len(candidates[k])]
+    names = [k for k in mix if k in candidates.pools and len(candidates.pools[k])]
     p = np.array([mix[k] for k in names], dtype=float)
     p /= p.sum()
     picks = rng.choice(len(names), size=n, p=p)
     centres = []
     for i in picks:
-        pool = candidates[names[i]]
-        centres.append(pool[rng.integers(len(pool))])
+        pool = candidates.pools[names[i]]
+        centres.append(candidates.coordinates(names[i], int(rng.integers(len(pool)))))
     return np.asarray(centres)
 
 
