@@ -99,6 +99,9 @@ def remember_model(spec: ModelSpec, loaded: Any) -> None:
 def run_task(task: SubjectTask) -> SubjectResult:
     """One subject: predict, write its outputs, then its provenance record.
     Never raises for a subject's problem: returns a failed result instead."""
+
+    if task.dry_run:
+        return SubjectResult(str(task.ref), "skipped", worker=f"pid {os.getpid()}")
     from deepmir.inference.predict import discard_outputs, predict_subject, write_subject
     from deepmir.io.atomic import OutputError, os_reason
     from deepmir.io.loader import SubjectDataError
@@ -108,9 +111,6 @@ def run_task(task: SubjectTask) -> SubjectResult:
     start = time.perf_counter()
     name = str(task.ref)
     result = SubjectResult(name, "failed", worker=f"pid {os.getpid()}")
-    if task.dry_run:
-        result.status = "skipped"
-        return result
     if task.torch_threads:
         import torch
 
