@@ -10,7 +10,8 @@ first run's time; Dask adds little per subject. Three measurements:
 2. scheduling overhead per subject: ``--tasks`` dry-run tasks (the
    bookkeeping only) on a running 2-worker cluster;
 3. rerun fraction: a 100-subject cohort of cheap subjects (the phantoms
-   repeated under new names, symbolic links; a tiny network) predicted, then
+   repeated under new names, symbolic links; a tiny network; no
+   registration) predicted, then
    predicted again (every subject current: skipped): time of the second run /
    the first.
 
@@ -23,6 +24,7 @@ Writes benchmarks/results/cohort.json.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -59,7 +61,11 @@ def _throughput(data: Path, tmp: Path, n_workers: int, threads: int | None) -> d
     wall = time.perf_counter() - start
     n = len(outcome.written)
     assert not outcome.failed, outcome.failed
+    records = [json.loads(p.read_text()) for p in out.glob("sub-*/anat/*_provenance.json")]
+    registration = [r["Registration"]["Seconds"] for r in records if r.get("Registration")]
     return {
+        "registration_s_per_subject": registration,
+        "predict_s_per_subject": [r["Seconds"] for r in records],
         "workers": n_workers,
         "torch_threads_per_worker": threads,
         "subjects": n,
@@ -80,8 +86,8 @@ def _cluster_overhead(data: Path, n_tasks: int) -> dict[str, Any]:
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         startup = time.perf_counter() - start
-        with Client(cluster) as client:
-            client.run(lambda: None)  # workers up
+        with Client(cluster) as client:  # workers up, deepmir imported
+            client.run(importlib.import_module, "deepmir.cohort.execute")
         tasks = [
             SubjectTask(data, data / "unused", ref, "n/a", {}, dry_run=True) for _ in range(n_tasks)
         ]
@@ -145,7 +151,9 @@ def _rerun(data: Path, tmp: Path, n: int) -> dict[str, Any]:
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        outcome = predict_dataset(cohort, out, model=model, progress=False, log=lambda m: None)
+        outcome = predict_dataset(
+            cohort, out, model=model, progress=False, log=lambda m: None, regions=False
+        )
         times.append(time.perf_counter() - start)
         assert not outcome.failed
     assert len(outcome.skipped) == n and not outcome.written
@@ -160,7 +168,7 @@ def _rerun(data: Path, tmp: Path, n: int) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=4, help="phantoms for the throughput runs")
+    p.add_argument("--n", type=int, default=3, help="phantoms for the throughput runs")
     p.add_argument("--tasks", type=int, default=1000, help="dry-run tasks (overhead)")
     p.add_argument("--cohort", type=int, default=100, help="subjects of the rerun cohort")
     p.add_argument("--out", type=Path, default=RESULTS)

@@ -71,6 +71,12 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
         help="lesion probability threshold (default: the model's)",
     )
     p.add_argument("--no-report", action="store_true", help="skip the HTML reports")
+    p.add_argument(
+        "--no-regions",
+        action="store_true",
+        help="skip the registration to MNI152 (lesions.tsv region, structure and mni_x/y/z "
+        "are then n/a)",
+    )
 
 
 def add_execution_options(p: argparse.ArgumentParser, default_workers: int | None) -> None:
@@ -132,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             threads_per_worker=args.threads_per_worker,
             scheduler=args.scheduler,
             force=args.force,
+            regions=not args.no_regions,
             threshold=args.threshold,
             save_probabilities=args.save_probabilities,
             report=not args.no_report,

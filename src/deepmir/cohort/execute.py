@@ -52,6 +52,8 @@ class SubjectTask:
     threshold: float | None = None
     save_probabilities: bool = False
     report: bool = True
+    #: MARS regions and MNI coordinates of the lesions (a registration to MNI152)
+    regions: bool = True
     #: torch threads in the worker (None: leave the process's setting)
     torch_threads: int | None = None
     #: do nothing but the bookkeeping (the scheduling benchmark)
@@ -127,6 +129,7 @@ def run_task(task: SubjectTask) -> SubjectResult:
             post = dataclasses.replace(post, threshold=task.threshold)
         prediction = predict_subject(root, ref, loaded, post)
         result.warnings = list(prediction.warnings)
+        registration = _regions(task, prediction, result.warnings) if task.regions else None
         html = None
         if task.report:
             from deepmir.report.html import subject_report
@@ -150,6 +153,7 @@ def run_task(task: SubjectTask) -> SubjectResult:
                 "Counts": result.counts,
                 "Warnings": result.warnings,
                 "Seconds": round(result.seconds, 2),
+                "Registration": registration,
                 "Finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
@@ -170,6 +174,35 @@ def run_task(task: SubjectTask) -> SubjectResult:
         )
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _regions(task: SubjectTask, prediction: Any, warnings: list[str]) -> dict[str, Any] | None:
+    """Register to MNI152 and fill the lesion table's regions (a subject without
+    lesions is not registered). A failed registration is a warning, not a
+    failure: the regions stay n/a."""
+    if not prediction.table:
+        return None
+    import torch
+
+    from deepmir.cohort import regions
+
+    try:
+        image = regions.registration_image(prediction.subject.images)
+        registration = regions.register_to_mni(
+            image,
+            prediction.brain_mask,
+            prediction.subject.crop_affine,
+            task.torch_threads or torch.get_num_threads(),
+        )
+    except Exception as exc:  # ITK's errors are RuntimeErrors with long messages
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        warnings.append(
+            f"{task.ref.anat_dir(task.root)}: registration to MNI152 failed "
+            f"({first}); lesion regions are n/a"
+        )
+        return None
+    regions.annotate(prediction.table, registration)
+    return registration.to_dict()
 
 
 def _discard(out: Path, ref: SubjectRef, discard: Callable[[Path, SubjectRef], str]) -> str:

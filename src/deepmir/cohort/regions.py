@@ -238,7 +238,9 @@ def register_to_mni(
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])
     mni_to_subject = flip @ matrix_lps @ flip
     return Registration(
-        np.linalg.inv(mni_to_subject), time.perf_counter() - start, reg.GetMetricValue()
+        np.asarray(np.linalg.inv(mni_to_subject), np.float64),
+        time.perf_counter() - start,
+        reg.GetMetricValue(),
     )
 
 

@@ -93,6 +93,11 @@ LESION_COLUMNS = [
     "name",
     "chi_volume_ppm_mm3",
     "score",  # the raw lesion score; probability is calibrated when the model is
+    # from the registration to MNI152 (deepmir.cohort.regions); n/a without it
+    "structure",
+    "mni_x",
+    "mni_y",
+    "mni_z",
 ]
 
 
@@ -442,7 +447,7 @@ def _counts_and_centroids(
 def lesions_tsv(rows: list[dict[str, Any]]) -> str:
     lines = ["\t".join(LESION_COLUMNS)]
     for r in rows:
-        lines.append("\t".join("n/a" if r[c] is None else str(r[c]) for c in LESION_COLUMNS))
+        lines.append("\t".join("n/a" if r.get(c) is None else str(r[c]) for c in LESION_COLUMNS))
     return "\n".join(lines) + "\n"
 
 
@@ -634,6 +639,7 @@ def predict_dataset(
     threads_per_worker: int | None = None,
     scheduler: str | None = None,
     force: bool = False,
+    regions: bool = True,
 ) -> PredictOutcome:
     """Predict every (selected) subject; a failing subject is reported and skipped.
 
@@ -647,7 +653,9 @@ def predict_dataset(
     ``force``. Execution (:func:`deepmir.cohort.execute.execute`): serially
     (``n_workers=0``), on a local Dask cluster of ``n_workers`` processes with
     ``threads_per_worker`` torch threads each, or on the Dask ``scheduler`` at
-    that address.
+    that address. ``regions``: register each subject with lesions to MNI152 and
+    give each lesion its MARS region or structure and MNI coordinates
+    (:mod:`deepmir.cohort.regions`).
 
     Usage errors are raised before any subject is processed: a bad ``data``
     folder, participant, session, filter file or ``qsm_dir``
@@ -691,6 +699,7 @@ def predict_dataset(
         "Threshold": threshold,
         "SaveProbabilities": save_probabilities,
         "Report": report,
+        "Regions": regions,
     }
     specs: dict[int, ModelSpec] = {}
     for loaded in used:
@@ -722,6 +731,7 @@ def predict_dataset(
                 threshold,
                 save_probabilities,
                 report,
+                regions=regions,
             )
         )
     todo, skipped = pending(tasks, force)
