@@ -85,7 +85,9 @@ def _temporaries(out: Path) -> list[Path]:
 
 
 def _predict(data: Path, out: Path, model: Path, *extra: str) -> int:
-    return main(["predict", "--data", str(data), "--out", str(out), "--model", str(model), *extra])
+    """``deepmir predict`` without the registration to MNI (its own tests below)."""
+    args = ["predict", "--data", str(data), "--out", str(out), "--model", str(model)]
+    return main([*args, "--no-regions", *extra])
 
 
 def _record_mtimes(out: Path) -> dict[str, int]:
@@ -150,7 +152,7 @@ def test_killed_run_resumes_to_the_outputs_of_an_uninterrupted_run(dataset, mode
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     cmd = [sys.executable, "-m", "deepmir.cli", "predict", "--data", str(data), "--out", str(out)]
     proc = subprocess.Popen(
-        [*cmd, "--model", str(model)],
+        [*cmd, "--model", str(model), "--no-regions"],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -185,14 +187,14 @@ def test_dask_workers_and_scheduler_give_the_serial_outputs(dataset, model, tmp_
     serial = tmp_path / "serial"
     assert _predict(dataset, serial, model) == 0
     local = tmp_path / "local"
-    args = [str(dataset), str(local), "participant", "--model", str(model)]
+    args = [str(dataset), str(local), "participant", "--model", str(model), "--no-regions"]
     assert main([*args, "--n-workers", "1", "--threads-per-worker", "1"]) == 0
     assert _products(local) == _products(serial)
     remote = tmp_path / "remote"
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
-        args = [str(dataset), str(remote), "participant", "--model", str(model)]
+        args = [str(dataset), str(remote), "participant", "--model", str(model), "--no-regions"]
         assert main([*args, "--scheduler", cluster.scheduler_address]) == 0
     assert _products(remote) == _products(serial)
 
@@ -202,6 +204,7 @@ def test_a_broken_subject_does_not_stop_the_dask_run(dataset, model, tmp_path):
     (data / "sub-03" / "anat" / "sub-03_T2w.nii.gz").write_bytes(b"not a nifti")
     out = tmp_path / "out"
     args = [str(data), str(out), "participant", "--model", str(model), "--n-workers", "2"]
+    args.append("--no-regions")
     assert main([*args, "--threads-per-worker", "1"]) == 1
     assert {s.name for s in read_cohort([out]).subjects} == {"sub-01", "sub-02"}
     index = (out / "index.html").read_text()
@@ -236,6 +239,38 @@ def test_array_style_runs_and_group_give_the_census_of_one_run(dataset, model, t
         load = sum(float(r["chi_volume_ppm_mm3"]) for r in lesions if r["label"] == "2")
         assert float(row["iron_load_ppm_mm3"]) == pytest.approx(load, abs=1e-3)
     assert sum(int(r["n_cmb"]) + int(r["n_iron"]) for r in census) > 0
+    # every lesion got a region or structure and MNI coordinates (registration)
+    for row in census:
+        regions = sum(int(row[f"n_cmb_{r}"]) for r in ("lobar", "deep", "infratentorial"))
+        assert regions == int(row["n_cmb"]) and row["n_cmb_region_unknown"] == "0"
+    tables = list(array.glob("sub-*/anat/*_lesions.tsv"))
+    rows = [r for t in tables for r in csv.DictReader(t.open(), delimiter="\t")]
+    assert rows and all(r["mni_x"] != "n/a" and r["structure"] != "n/a" for r in rows)
+
+
+def test_regions_agree_with_the_phantom_reference(simulated_dataset):
+    """Reference lesions mapped through each phantom's registration to MNI152:
+    the CMB's MARS region and the iron deposit's or calcification's host."""
+    import nibabel as nib
+    import numpy as np
+
+    from deepmir.cohort import regions
+
+    agree = total = 0
+    for anat in sorted(simulated_dataset.glob("sub-*/anat")):
+        sub = anat.parent.name
+        t2w = nib.load(anat / f"{sub}_T2w.nii.gz")
+        mask = np.asarray(nib.load(anat / f"{sub}_desc-brain_mask.nii.gz").dataobj) > 0
+        reg = regions.register_to_mni(t2w.get_fdata(dtype=np.float32), mask, t2w.affine, 1)
+        reference = simulated_dataset / "derivatives" / "reference" / sub / "anat"
+        with (reference / f"{sub}_lesions.tsv").open() as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                xyz = np.array([float(row[c]) for c in "xyz"])
+                region, structure = regions.classify(int(row["label"]), reg.to_mni(xyz)[0])
+                ok = region == row["region"] if row["label"] == "1" else structure == row["host"]
+                agree, total = agree + ok, total + 1
+    assert total >= 8
+    assert agree / total >= 0.9, f"{agree}/{total}"
 
 
 def test_group_lists_every_model_and_the_missing_subjects(dataset, model, tmp_path):
@@ -245,7 +280,7 @@ def test_group_lists_every_model_and_the_missing_subjects(dataset, model, tmp_pa
     config["post_processing"]["threshold"] = 0.9
     (other / "config.json").write_text(json.dumps(config))
     out, extra = tmp_path / "out", tmp_path / "extra"
-    base = [str(dataset), str(out), "participant", "--n-workers", "0"]
+    base = [str(dataset), str(out), "participant", "--n-workers", "0", "--no-regions"]
     assert main([*base, "--participant-label", "01", "--model", str(model)]) == 0
     # the second run's description must not forget the first run's model
     assert main([*base, "--participant-label", "02", "--model", str(other)]) == 0
@@ -254,7 +289,7 @@ def test_group_lists_every_model_and_the_missing_subjects(dataset, model, tmp_pa
     assert main([str(dataset), str(out), "group"]) == 1  # sub-03 has no outputs yet
     assert "sub-03" in (out / "index.html").read_text()
     args = [str(dataset), str(extra), "participant", "--participant-label", "03"]
-    assert main([*args, "--model", str(model), "--n-workers", "0"]) == 0
+    assert main([*args, "--model", str(model), "--n-workers", "0", "--no-regions"]) == 0
     assert main([str(dataset), str(out), "group", "--derivatives", str(extra)]) == 0
     assert [r["participant_id"] for r in _census(out)] == list(SUBJECTS)
 
