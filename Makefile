@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust train-v0.3 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust train-v0.3 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -34,6 +34,12 @@ bench-predict: $(STAMP)
 
 bench-memory: $(STAMP)
 	$(BIN)/python benchmarks/bench_memory.py
+
+bench-cohort: $(STAMP)
+	$(BIN)/python benchmarks/bench_cohort.py
+
+bench-regions: $(STAMP)
+	$(BIN)/python benchmarks/bench_regions.py
 
 bench-vein: $(STAMP)
 	$(BIN)/python benchmarks/bench_vein_filter.py --out build/bench-vein

@@ -1,5 +1,9 @@
 """The ``deepmir`` command line: a thin layer over library functions.
 
+Besides the subcommands, the BIDS-App form ``deepmir BIDS_DIR OUTPUT_DIR
+participant|group`` (:mod:`deepmir.cli.bids_app`) is recognised by its first
+argument not being a subcommand or an option.
+
 Each subcommand lives in its own module with two functions:
 ``add_parser(subparsers)`` registers its arguments and ``run(args) -> int``
 calls one library function and returns the exit code.
@@ -33,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepmir",
         description="Detect cerebral microbleeds, iron deposits and calcifications "
-        "from T2w, SWI and QSM.",
+        "from T2w, SWI and QSM. BIDS-App form: deepmir BIDS_DIR OUTPUT_DIR "
+        "participant|group [options] (deepmir BIDS_DIR OUTPUT_DIR participant --help).",
         epilog=EXIT_CODES,
         formatter_class=HelpFormatter,
     )
@@ -49,7 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] not in COMMANDS and not args_list[0].startswith("-"):
+        from deepmir.cli import bids_app
+
+        parser = bids_app.build_parser()
+        parser.set_defaults(_run=bids_app.run, command="bids-app")
+    else:
+        parser = build_parser()
+    argv = args_list
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version (0) or a refused argument (2)

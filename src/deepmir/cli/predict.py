@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from deepmir.cli.arguments import float_in
+from deepmir.cli.arguments import float_in, int_at_least
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -20,6 +20,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, type=Path, help="raw BIDS folder")
     p.add_argument("--out", required=True, type=Path, help="derivatives folder to write")
+    add_predict_options(p)
+    add_execution_options(p, default_workers=0)
+    return p
+
+
+def add_predict_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``deepmir predict`` that the BIDS-App form shares."""
     p.add_argument(
         "--model",
         default="default",
@@ -64,7 +71,50 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="lesion probability threshold (default: the model's)",
     )
     p.add_argument("--no-report", action="store_true", help="skip the HTML reports")
-    return p
+    p.add_argument(
+        "--no-regions",
+        action="store_true",
+        help="skip the registration to MNI152 (lesions.tsv region, structure and mni_x/y/z "
+        "are then n/a)",
+    )
+
+
+def add_execution_options(p: argparse.ArgumentParser, default_workers: int | None) -> None:
+    """Execution (Dask) and resume options."""
+    workers = (
+        "serial, in this process"
+        if default_workers == 0
+        else "one per 4 CPU cores; 0: serial, in this process"
+    )
+    p.add_argument(
+        "--n-workers",
+        type=int_at_least(0),
+        default=default_workers,
+        metavar="N",
+        help=f"Dask worker processes on this machine, one subject at a time each (default: "
+        f"{workers})",
+    )
+    p.add_argument(
+        "--threads-per-worker",
+        type=int_at_least(1),
+        default=None,
+        metavar="N",
+        help="torch threads of each worker (default: the CPU cores shared among the local "
+        "workers; 1 with --scheduler)",
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run on the Dask cluster of this scheduler (e.g. tcp://host:8786, a "
+        "dask-jobqueue SLURMCluster's) instead of local workers",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="redo every subject (default: skip subjects whose outputs are current: same "
+        "model, options, deepmir version and input files)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
             sessions=args.session_id,
             filters=args.bids_filter_file,
             qsm_dir=args.qsm_dir,
+            n_workers=args.n_workers,
+            threads_per_worker=args.threads_per_worker,
+            scheduler=args.scheduler,
+            force=args.force,
+            regions=not args.no_regions,
             threshold=args.threshold,
             save_probabilities=args.save_probabilities,
             report=not args.no_report,
@@ -93,7 +148,11 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     n_ok, n_bad = len(outcome.written), len(outcome.failed)
-    console.print(f"{n_ok} subject(s) predicted, {n_bad} failed; outputs in {args.out}")
+    skipped = f", {len(outcome.skipped)} skipped (current)" if outcome.skipped else ""
+    console.print(
+        f"{n_ok} subject(s) predicted, {n_bad} failed{skipped}; outputs in {args.out}",
+        highlight=False,
+    )
     if not args.no_report:
         console.print(f"cohort report: {args.out / 'index.html'}", highlight=False)
     return 1 if n_bad or outcome.index_error else 0

