@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bids_dir", type=Path, metavar="BIDS_DIR", help="raw BIDS folder")
     p.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR", help="derivatives folder")
     p.add_argument("analysis_level", choices=["participant", "group"], help="what to run")
-    add_predict_options(p)
+    add_predict_options(p, regions=True)
     add_execution_options(p, default_workers=None)
     p.add_argument(
         "--derivatives",

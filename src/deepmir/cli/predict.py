@@ -25,8 +25,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def add_predict_options(p: argparse.ArgumentParser) -> None:
-    """The options of ``deepmir predict`` that the BIDS-App form shares."""
+def add_predict_options(p: argparse.ArgumentParser, regions: bool = False) -> None:
+    """The options of ``deepmir predict`` that the BIDS-App form shares;
+    ``regions``: whether lesion regions are on by default (the BIDS-App form,
+    whose census counts CMBs per region; ``deepmir predict`` keeps its seconds
+    per subject without a registration unless asked)."""
     p.add_argument(
         "--model",
         default="default",
@@ -72,10 +75,12 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-report", action="store_true", help="skip the HTML reports")
     p.add_argument(
-        "--no-regions",
-        action="store_true",
-        help="skip the registration to MNI152 (lesions.tsv region, structure and mni_x/y/z "
-        "are then n/a)",
+        "--regions",
+        action=argparse.BooleanOptionalAction,
+        default=regions,
+        help="register each subject with lesions to MNI152 (SimpleITK, about 5 s) and give "
+        "each lesion its MARS region, structure and MNI coordinates in lesions.tsv; without "
+        f"it they are n/a (default: {'on' if regions else 'off'})",
     )
 
 
@@ -138,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             threads_per_worker=args.threads_per_worker,
             scheduler=args.scheduler,
             force=args.force,
-            regions=not args.no_regions,
+            regions=args.regions,
             threshold=args.threshold,
             save_probabilities=args.save_probabilities,
             report=not args.no_report,

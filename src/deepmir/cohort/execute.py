@@ -53,7 +53,7 @@ class SubjectTask:
     save_probabilities: bool = False
     report: bool = True
     #: MARS regions and MNI coordinates of the lesions (a registration to MNI152)
-    regions: bool = True
+    regions: bool = False
     #: torch threads in the worker (None: leave the process's setting)
     torch_threads: int | None = None
     #: do nothing but the bookkeeping (the scheduling benchmark)

@@ -639,7 +639,7 @@ def predict_dataset(
     threads_per_worker: int | None = None,
     scheduler: str | None = None,
     force: bool = False,
-    regions: bool = True,
+    regions: bool = False,
 ) -> PredictOutcome:
     """Predict every (selected) subject; a failing subject is reported and skipped.
 
