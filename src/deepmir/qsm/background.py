@@ -68,11 +68,12 @@ def vsharp(
     done = np.zeros(shape, bool)
     final_mask = np.zeros(shape, bool)
     s_big = None
+    dist = ndimage.distance_transform_edt(mask, sampling=voxel_mm)  # once for all radii
     for r in radii:
         s = _smv_kernel(shape, voxel_mm, r)
         if s_big is None:
             s_big = s
-        valid = sphere_erode(mask, voxel_mm, r) & ~done
+        valid = (dist > r) & ~done
         filtered = (f - sfft.ifftn(spec * s, workers=WORKERS).real).astype(np.float32)
         hp[valid] = filtered[valid]
         done |= valid
