@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from deepmir import __version__
 from deepmir.inference.calibration import Calibration
+from deepmir.inference.fromgre import derive_from_gre, gre_output_paths, needs_gre
 from deepmir.inference.lesions import (
     Lesions,
     PostProcessing,
@@ -120,8 +121,10 @@ def shipped_model(name: str) -> LoadedModel:
 
 def available_modalities(root: Path, ref: SubjectRef) -> tuple[str, ...]:
     """The modalities a subject has files for (an ambiguous one counts: reading
-    it reports the ambiguity)."""
-    return tuple(m for m in ALL_MODALITIES if ref.has(root, m))
+    it reports the ambiguity); SWI and QSM also when usable raw GRE can give
+    them (:mod:`deepmir.inference.fromgre`)."""
+    gre = ref.files is not None and bool(ref.files.gre)
+    return tuple(m for m in ALL_MODALITIES if ref.has(root, m) or (gre and m in ("swi", "qsm")))
 
 
 def serves(card: ModelCard, available: tuple[str, ...]) -> bool:
@@ -530,8 +533,10 @@ def write_subject(
 
 def discard_outputs(out: Path, ref: SubjectRef) -> str:
     """Remove a failed subject's outputs of an earlier run (they would be taken for
-    this run's); returns what was done, for the error message."""
-    existing = [p for p in output_paths(out, ref).values() if p.exists()]
+    this run's), SWI and QSM derived from raw GRE included; returns what was
+    done, for the error message."""
+    paths = [*output_paths(out, ref).values(), *gre_output_paths(out, ref).values()]
+    existing = [p for p in paths if p.exists()]
     problems = []
     for path in existing:
         try:
@@ -628,12 +633,16 @@ def predict_dataset(
     sessions: Iterable[str] | None = None,
     filters: str | Path | dict[str, Any] | None = None,
     qsm_dir: str | Path | None = None,
+    phase_sign: str = "auto",
 ) -> PredictOutcome:
     """Predict every (selected) subject; a failing subject is reported and skipped.
 
     ``sessions``, ``filters`` (a ``--bids-filter-file``) and ``qsm_dir`` select
     the inputs (:func:`select_subjects`). Each subject gets its own model
-    (:func:`choose_models`); a subject that no model serves fails alone.
+    (:func:`choose_models`); a subject that no model serves fails alone. A
+    subject without SWI or QSM but with raw GRE gets them computed and written
+    first (:mod:`deepmir.inference.fromgre`; ``phase_sign``: ``auto``, ``+1``
+    or ``-1``, :mod:`deepmir.qsm.gre`).
 
     Usage errors are raised before any subject is processed: a bad ``data``
     folder, participant, session, filter file or ``qsm_dir``
@@ -648,6 +657,8 @@ def predict_dataset(
     root, out = Path(data), Path(out)
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1, got {threshold}")
+    if phase_sign not in ("auto", "+1", "-1"):
+        raise ValueError(f"--phase-sign must be auto, +1 or -1, got {phase_sign!r}")
     refs = select_subjects(root, participants, sessions, filters, qsm_dir)
     choices = choose_models(model, root, refs)
     used = _distinct(c for c in choices.values() if isinstance(c, LoadedModel))
@@ -685,11 +696,22 @@ def predict_dataset(
             post = loaded.card.post
             if threshold is not None:
                 post = dataclasses.replace(post, threshold=threshold)
+            from_gre: list[Path] = []
+            if needs_gre(root, ref):
+                ref, from_gre, notes = derive_from_gre(root, out, ref, phase_sign)
+                for note in notes:
+                    say(f"{name}: {note}")
+            else:  # derivatives of an earlier run on raw GRE are not this run's
+                for old_path in gre_output_paths(out, ref).values():
+                    old_path.unlink(missing_ok=True)
             prediction = predict_subject(root, ref, loaded, post)
             for warning in prediction.warnings:
                 say(f"{name}: WARNING: {warning}")
             html = subject_report(prediction, loaded.name) if report else None
-            outcome.written[name] = write_subject(out, prediction, html, save_probabilities)
+            outcome.written[name] = [
+                *from_gre,
+                *write_subject(out, prediction, html, save_probabilities),
+            ]
             outcome.counts[name] = {
                 label_name: int((prediction.lesions.labels == label).sum())
                 for label, label_name in LESION_CLASSES.items()
