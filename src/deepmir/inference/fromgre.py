@@ -23,7 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from deepmir.io.atomic import OutputError, atomic_group, json_text, nifti_image, os_reason
+from deepmir.io.atomic import json_text, nifti_image, write_all
 from deepmir.io.bids import SubjectRef
 from deepmir.io.loader import SubjectDataError, read_nifti
 from deepmir.qsm.gre import GreEcho, read_echo_time, read_gre, swi_qsm_from_gre
@@ -109,14 +109,7 @@ def derive_from_gre(
             encoding="utf-8",
         ),
     }
-    current = paths["swi"]
-    try:
-        with atomic_group() as stage:
-            for name, write in writers.items():
-                current = paths[name]
-                write(stage(current))
-    except OSError as exc:
-        raise OutputError(current, f"cannot be written: {os_reason(exc)}") from exc
+    write_all({paths[name]: write for name, write in writers.items()})
     modalities = dict(ref.files.modalities)
     for modality in ("swi", "qsm"):
         if not ref.has(root, modality):

@@ -54,12 +54,12 @@ from deepmir.inference.resample import Resampler, instances_backward
 from deepmir.inference.sliding import predict_probabilities
 from deepmir.io.atomic import (
     OutputError,
-    atomic_group,
     json_text,
     nifti_image,
     os_reason,
     prepare_output_dir,
     remove_stale_temporaries,
+    write_all,
     write_text,
 )
 from deepmir.io.bids import (
@@ -516,12 +516,9 @@ def write_subject(
         writers["mask"] = mask
     if save_probabilities:
         writers.update({f"prob-{label}": probability(label) for label in LESION_CLASSES})
+    write_all({paths[name]: write for name, write in writers.items()})
     current = paths["dseg"]
     try:
-        with atomic_group() as stage:
-            for name, write in writers.items():
-                current = paths[name]
-                write(stage(current))
         for name, path in paths.items():
             if name not in writers:
                 current = path
