@@ -698,9 +698,6 @@ def predict_dataset(
                 ref, from_gre, notes = derive_from_gre(root, out, ref, phase_sign)
                 for note in notes:
                     say(f"{name}: {note}")
-            else:  # derivatives of an earlier run on raw GRE are not this run's
-                for old_path in gre_output_paths(out, ref).values():
-                    old_path.unlink(missing_ok=True)
             prediction = predict_subject(root, ref, loaded, post)
             for warning in prediction.warnings:
                 say(f"{name}: WARNING: {warning}")
@@ -709,6 +706,9 @@ def predict_dataset(
                 *from_gre,
                 *write_subject(out, prediction, html, save_probabilities),
             ]
+            if not from_gre:  # derivatives of an earlier run on raw GRE are not this run's
+                for old_path in gre_output_paths(out, ref).values():
+                    old_path.unlink(missing_ok=True)
             outcome.counts[name] = {
                 label_name: int((prediction.lesions.labels == label).sum())
                 for label, label_name in LESION_CLASSES.items()
