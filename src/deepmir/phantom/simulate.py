@@ -194,7 +194,7 @@ def receive_phase(shape: tuple[int, ...], seed: int) -> npt.NDArray[np.float32]:
     return offset.astype(np.float32)
 
 
-def raw_gre_paths(root: Path, ref: SubjectRef, echo: int, part: str) -> Path:
+def raw_gre_path(root: Path, ref: SubjectRef, echo: int, part: str) -> Path:
     """``sub-<id>_echo-<n>_part-<mag|phase>_MEGRE.nii.gz`` in the subject's anat folder."""
     return ref.anat_dir(root) / f"{ref.prefix}_echo-{echo}_part-{part}_MEGRE.nii.gz"
 
@@ -227,7 +227,7 @@ def write_raw_gre(
             ("mag", np.abs(signal), {}),
             ("phase", np.angle(signal), {"Units": "rad"}),
         ):
-            path = raw_gre_paths(root, ref, n + 1, part)
+            path = raw_gre_path(root, ref, n + 1, part)
             write_nifti(path, data.astype(np.float32), affine, np.float32)
             sidecar = {**common, "EchoTime": te, **extra}
             write_json(path.with_name(path.name.replace(".nii.gz", ".json")), sidecar)
@@ -372,12 +372,14 @@ def _cohort_description(root: Path) -> dict[str, object] | None:
 
 def _extends(record: dict[str, object], config: SimulationConfig) -> bool:
     """Whether ``config`` adds subjects to the cohort ``record`` describes: same
-    draw (seed, preset, shift, size) and its indices start where the cohort ends."""
+    draw (seed, preset, shift, size), the same files (``raw_gre``), and its
+    indices start where the cohort ends."""
     same = (
         record.get("seed") == config.seed
         and record.get("preset", "narrow") == config.preset
         and record.get("shift", "none") == config.shift
         and record.get("grid_size") == config.grid_size
+        and record.get("raw_gre", False) == config.raw_gre
     )
     first = record.get("first_index", 0)
     n = record.get("n_subjects", 0)
