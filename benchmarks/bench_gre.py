@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             "seconds_met": max(seconds) <= TARGET_SECONDS,
         },
         "per_subject": per_subject,
-        "scores": rows,
+        "scores": {
+            name: {k: v for k, v in row.items() if k in (*CLASSES, "calcification_as_cmb")}
+            | {"predict_s_per_subject": row.get("predict_s_per_subject")}
+            for name, row in rows.items()
+        },
     }
     print(f"QSM from raw GRE, {args.n} full-size randomized phantoms (seed {args.seed}):")
     print(
