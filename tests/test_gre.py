@@ -198,3 +198,24 @@ def test_predict_on_raw_gre_only_writes_swi_qsm_and_a_prediction(
     dseg_json = json.loads((out / "sub-02" / "anat" / "sub-02_desc-deepmir_dseg.json").read_text())
     assert any("desc-fromgre_Chimap" in s for s in dseg_json["Sources"])
     assert (out / "sub-02" / "anat" / "sub-02_desc-deepmir_dseg.nii.gz").exists()
+
+
+def test_t2starw_magnitude_with_a_phase_partner_is_raw_gre_not_swi(
+    gre_dataset: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "bids"
+    shutil.copytree(gre_dataset, data, ignore=shutil.ignore_patterns("derivatives"))
+    anat = data / "sub-02" / "anat"
+    (anat / "sub-02_swi.nii.gz").unlink()
+    for part in ("mag", "phase"):
+        for ext in (".nii.gz", ".json"):
+            old = anat / f"sub-02_echo-1_part-{part}_MEGRE{ext}"
+            old.rename(anat / f"sub-02_part-{part}_T2starw{ext}")
+            (anat / f"sub-02_echo-2_part-{part}_MEGRE{ext}").unlink()
+    ref = find_subjects(data, ["02"])[0]
+    assert ref.files is not None
+    assert "swi" not in ref.files.modalities  # the magnitude is not an SWI
+    assert [(e.echo, Path(e.magnitude).name) for e in ref.files.gre] == [
+        (1, "sub-02_part-mag_T2starw.nii.gz")
+    ]
+    assert gre_echoes(data, ref)[0].echo_time_s > 0
