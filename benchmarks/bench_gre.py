@@ -19,7 +19,8 @@ are simulated with ``--raw-gre``. Then:
   ``benchmarks/bench_robust.py`` (``deepmir.evaluation``).
 
 Targets: F1 from raw GRE within 0.05 of F1 from the simulator's images;
-<= 30 s per subject. Resumable (a simulated cohort is reused).
+<= 30 s per subject (wall time, and the CPU time of all threads, which a
+shared machine does not inflate). Resumable (a simulated cohort is reused).
 
 Run: ``make bench-gre`` or ``.venv/bin/python benchmarks/bench_gre.py --n 3
 --out build/bench-gre --json benchmarks/results/gre.json``
@@ -93,6 +94,7 @@ def qsm_figures(data: Path, predictions: Path, subject: str) -> dict[str, Any]:
         "voxel_mm": [round(float(v), 3) for v in np.sqrt((images.affine[:3, :3] ** 2).sum(0))],
         "phase_sign": sidecar["PhaseSign"],
         "swi_qsm_seconds": sidecar["Seconds"],
+        "swi_qsm_cpu_seconds": sidecar["CpuSeconds"],
         "qsm_rmse_ppm": rmse(chimap),
         "simulator_qsm_rmse_ppm": rmse(own),
         "lesions": lesions,
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in CLASSES
     }
     seconds = [s["swi_qsm_seconds"] for s in per_subject]
+    cpu = [s["swi_qsm_cpu_seconds"] for s in per_subject]
     summary = {
         "command": f"python benchmarks/bench_gre.py --n {args.n} --seed {args.seed} "
         f"--model {args.model}",
@@ -156,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         "simulator_qsm_rmse_ppm": _mean([s["simulator_qsm_rmse_ppm"] for s in per_subject]),
         "lesion_chi_ppm": lesion_chi,
         "swi_qsm_seconds_per_subject": {"mean": _mean(seconds), "max": max(seconds)},
+        # CPU time of all threads: on 2 free cores the wall time is about half to all of it;
+        # the wall time above is inflated when the cores are shared (a training run)
+        "swi_qsm_cpu_seconds_per_subject": {"mean": _mean(cpu), "max": max(cpu)},
         "f1": f1,
         "targets": {
             "f1_gap_at_most": TARGET_F1_GAP,
@@ -164,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "seconds_at_most": TARGET_SECONDS,
             "seconds_met": max(seconds) <= TARGET_SECONDS,
+            "cpu_seconds_met": max(cpu) <= TARGET_SECONDS,
         },
         "per_subject": per_subject,
         "scores": {
@@ -180,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     for c, v in lesion_chi.items():
         text = ", ".join(f"{k} {x:+.3f}" if x is not None else f"{k} n/a" for k, x in v.items())
         print(f"  mean {c} chi (ppm): {text}")
-    print(f"  SWI+QSM step: mean {np.mean(seconds):.1f} s, max {max(seconds):.1f} s per subject")
+    print(
+        f"  SWI+QSM step per subject: wall mean {np.mean(seconds):.1f} s, max "
+        f"{max(seconds):.1f} s; CPU (all threads) mean {np.mean(cpu):.1f} s, max {max(cpu):.1f} s"
+    )
     for c in CLASSES:
         print(
             f"  F1 {c}: raw GRE {f1[c]['raw-gre']:.3f} vs simulator {f1[c]['simulator']:.3f} "

@@ -20,13 +20,14 @@ FloatArray = npt.NDArray[np.float32]
 
 def _smv_kernel(
     shape: tuple[int, int, int], voxel_mm: tuple[float, float, float], radius_mm: float
-) -> npt.NDArray[np.complex64]:
-    """FFT of the normalized sphere (spherical mean value) kernel, centred at the origin."""
+) -> FloatArray:
+    """rFFT of the normalized sphere (spherical mean value) kernel, centred at the
+    origin: real, the sphere being symmetric."""
     grids = [np.fft.fftfreq(n, 1.0 / n) * v for n, v in zip(shape, voxel_mm, strict=True)]
     x, y, z = np.meshgrid(*grids, indexing="ij", sparse=True)
     ball = ((x**2 + y**2 + z**2) <= radius_mm**2).astype(np.float32)
     ball /= ball.sum()
-    return sfft.fftn(ball, workers=WORKERS).astype(np.complex64)
+    return np.asarray(sfft.rfftn(ball, workers=WORKERS).real, np.float32)
 
 
 def sphere_erode(
@@ -60,9 +61,9 @@ def vsharp(
 ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
     """V-SHARP: the largest sphere that fits inside the mask at each voxel,
     radii from ``max(radii_mm)`` down; deconvolution with the largest kernel."""
-    shape = field.shape
+    shape: tuple[int, int, int] = field.shape  # type: ignore[assignment]
     f = np.where(mask, field, 0.0).astype(np.float32)
-    spec = sfft.fftn(f, workers=WORKERS)
+    spec = sfft.rfftn(f, workers=WORKERS)
     radii = sorted(radii_mm, reverse=True)
     hp = np.zeros(shape, np.float32)
     done = np.zeros(shape, bool)
@@ -74,13 +75,13 @@ def vsharp(
         if s_big is None:
             s_big = s
         valid = (dist > r) & ~done
-        filtered = (f - sfft.ifftn(spec * s, workers=WORKERS).real).astype(np.float32)
+        filtered = f - sfft.irfftn(spec * s, s=shape, workers=WORKERS).astype(np.float32)
         hp[valid] = filtered[valid]
         done |= valid
         final_mask |= valid
     assert s_big is not None
-    one_minus = (1.0 - s_big).astype(np.complex64)
+    one_minus = (1.0 - s_big).astype(np.float32)
     ok = np.abs(one_minus) >= threshold
-    inv = np.where(ok, 1.0 / np.where(ok, one_minus, 1.0), 0.0).astype(np.complex64)
-    local = sfft.ifftn(sfft.fftn(hp, workers=WORKERS) * inv, workers=WORKERS).real
+    inv = np.where(ok, 1.0 / np.where(ok, one_minus, 1.0), 0.0).astype(np.float32)
+    local = sfft.irfftn(sfft.rfftn(hp, workers=WORKERS) * inv, s=shape, workers=WORKERS)
     return np.where(final_mask, local, 0.0).astype(np.float32), final_mask
