@@ -458,7 +458,7 @@ def swi_qsm_from_gre(
     SubjectDataError
         phase in units it cannot read; a mask on another grid.
     ValueError
-        an unknown ``phase_sign``.
+        an unknown ``phase_sign`` or ``inversion``.
     """
     from deepmir.model.preprocess import derive_brain_mask
 
@@ -493,10 +493,10 @@ def swi_qsm_from_gre(
     del field_ppm
     if not qsm_mask.any():
         raise SubjectDataError(where, "the brain mask is too small for V-SHARP (nothing left)")
-    peak = float(np.percentile(magnitude[..., 0][brain_mask], 99))
-    weight = np.clip(magnitude[..., 0] / max(peak, 1e-12), 0.05, 1.0).astype(np.float32)
     b0_dir = b0_direction_of(data.affine)
     if inversion == "cg":
+        peak = float(np.percentile(magnitude[..., 0][brain_mask], 99))
+        weight = np.clip(magnitude[..., 0] / max(peak, 1e-12), 0.05, 1.0).astype(np.float32)
         chimap = cg_inversion(local, qsm_mask, weight, vox, b0_dir, CG_ITERATIONS)
     else:
         parameter = INVERSION_PARAMETER[inversion]
