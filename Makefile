@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust train-default train-robust train-v0.3 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -43,6 +43,10 @@ bench-regions: $(STAMP)
 
 bench-vein: $(STAMP)
 	$(BIN)/python benchmarks/bench_vein_filter.py --out build/bench-vein
+
+# raw GRE in: QSM/SWI from magnitude + phase vs the truth and the simulator's own images
+bench-gre: $(STAMP)
+	$(BIN)/python benchmarks/bench_gre.py --n 3 --out build/bench-gre --json benchmarks/results/gre.json
 
 # The v0.1 recipe (narrow phantom): 24 simulated subjects (seed 1000, never the
 # demo's 20211), fixed iteration count (deterministic). Its weights are where the

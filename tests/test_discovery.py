@@ -219,17 +219,28 @@ def test_qsm_dir_gives_the_qsm(simulated_dataset, tmp_path):
     assert load_subject(data, refs[0]).paths["qsm"] == anat / "sub-01_run-1_Chimap.nii"
 
 
-def test_raw_gre_is_named_as_unsupported_not_just_missing(simulated_dataset, tmp_path):
+def test_raw_gre_is_named_not_just_missing(simulated_dataset, tmp_path):
+    """The loader reads SWI and QSM files only; raw GRE is named in its error
+    (predict computes SWI and QSM from it: tests/test_gre.py), and an incomplete
+    raw GRE says what is missing."""
     data = tmp_path / "bids"
     anat = _subject(simulated_dataset, data, "01", {"swi": None, "Chimap": None})
     for part in ("mag", "phase"):
         shutil.copy(anat / "sub-01_T2w.nii.gz", anat / f"sub-01_echo-1_part-{part}_MEGRE.nii.gz")
     [ref] = find_subjects(data)
+    assert [(e.echo, Path(e.phase).name) for e in ref.files.gre] == [
+        (1, "sub-01_echo-1_part-phase_MEGRE.nii.gz")
+    ]
     with pytest.raises(SubjectDataError) as err:
         load_subject(data, ref)
     message = str(err.value)
-    assert "raw multi-echo GRE" in message and "does not read yet" in message
+    assert "raw GRE found" in message and "predict computes SWI and QSM" in message
     assert "sub-01_echo-1_part-phase_MEGRE.nii.gz" in message
+    (anat / "sub-01_echo-1_part-phase_MEGRE.nii.gz").unlink()
+    [ref] = find_subjects(data)
+    assert ref.files.gre == () and "no part-phase" in (ref.files.gre_problem or "")
+    with pytest.raises(SubjectDataError, match="not usable: echo 1 has no part-phase"):
+        load_subject(data, ref)
 
 
 def test_a_missing_modality_lists_the_files_found(simulated_dataset, tmp_path):

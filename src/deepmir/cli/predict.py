@@ -66,6 +66,15 @@ def add_predict_options(p: argparse.ArgumentParser, regions: bool = False) -> No
         help="take the QSM from the *_Chimap.nii[.gz] files in this folder (any depth, "
         "e.g. QSMxT output) before the dataset's own",
     )
+    p.add_argument(
+        "--phase-sign",
+        choices=["auto", "+1", "-1"],
+        default="auto",
+        help="raw GRE input (no SWI/QSM; both computed and written as desc-fromgre "
+        "derivatives): the phase's sign convention; +1: paramagnetic sources (veins, CMBs) "
+        "have positive phase; auto (default): decided from the data (dark-on-magnitude "
+        "voxels must come out paramagnetic)",
+    )
     p.add_argument("--save-probabilities", action="store_true", help="write label-*_probseg")
     p.add_argument(
         "--threshold",
@@ -144,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             force=args.force,
             regions=args.regions,
+            phase_sign=args.phase_sign,
             threshold=args.threshold,
             save_probabilities=args.save_probabilities,
             report=not args.no_report,

@@ -61,6 +61,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(robustness benchmark); none: the training distribution",
     )
     p.add_argument(
+        "--raw-gre",
+        action="store_true",
+        help="also write the raw GRE per echo (sub-*_echo-<n>_part-mag|phase_MEGRE.nii.gz "
+        "with sidecars): wrapped phase in radians with the background field and a receive-"
+        "phase offset; deepmir predict computes SWI and QSM from it when they are absent",
+    )
+    p.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the dataset in a non-empty --out (only one written by deepmir "
@@ -88,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         preset=args.preset,
         shift=args.shift,
         overwrite=args.overwrite,
+        raw_gre=args.raw_gre,
     )
     if args.shift != "none" and args.preset != "randomized":
         console.print("[red]error:[/red] --shift needs --preset randomized")
@@ -98,11 +106,18 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     counts = simulate_dataset(config)
-    print_cohort(console, counts, args.out, REFERENCE, args.preview)
+    print_cohort(console, counts, args.out, REFERENCE, args.preview, args.raw_gre)
     return 0
 
 
-def print_cohort(console: Console, counts: Any, out: Path, reference: Path, preview: bool) -> None:
+def print_cohort(
+    console: Console,
+    counts: Any,
+    out: Path,
+    reference: Path,
+    preview: bool,
+    raw_gre: bool = False,
+) -> None:
     table = Table(title=f"simulated cohort in {out}")
     for col in counts.columns:
         table.add_column(col, justify="right" if col != "participant_id" else "left")
@@ -110,6 +125,8 @@ def print_cohort(console: Console, counts: Any, out: Path, reference: Path, prev
         table.add_row(*(str(v) for v in row.values))
     console.print(table)
     console.print(f"raw BIDS images: {out}/sub-*/anat/ (T2w, swi, Chimap, desc-brain_mask)")
+    if raw_gre:
+        console.print(f"raw GRE: {out}/sub-*/anat/*_echo-*_part-mag|phase_MEGRE.nii.gz")
     console.print(f"reference labels and lesion tables: {out / reference}/")
     if preview:
         console.print(f"previews: {out / reference}/sub-*/figures/*_desc-preview.png")

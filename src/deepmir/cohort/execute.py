@@ -54,6 +54,8 @@ class SubjectTask:
     report: bool = True
     #: MARS regions and MNI coordinates of the lesions (a registration to MNI152)
     regions: bool = False
+    #: raw GRE input: the phase's sign convention (auto, +1, -1; :mod:`deepmir.qsm.gre`)
+    phase_sign: str = "auto"
     #: torch threads in the worker (None: leave the process's setting)
     torch_threads: int | None = None
     #: do nothing but the bookkeeping (the scheduling benchmark)
@@ -104,6 +106,7 @@ def run_task(task: SubjectTask) -> SubjectResult:
 
     if task.dry_run:
         return SubjectResult(str(task.ref), "skipped", worker=f"pid {os.getpid()}")
+    from deepmir.inference.fromgre import derive_from_gre, gre_output_paths, needs_gre
     from deepmir.inference.predict import discard_outputs, predict_subject, write_subject
     from deepmir.io.atomic import OutputError, os_reason
     from deepmir.io.loader import SubjectDataError
@@ -127,15 +130,22 @@ def run_task(task: SubjectTask) -> SubjectResult:
         post = loaded.card.post
         if task.threshold is not None:
             post = dataclasses.replace(post, threshold=task.threshold)
+        from_gre: list[Path] = []
+        notes: list[str] = []
+        if needs_gre(root, ref):  # SWI / QSM computed from raw GRE, written first
+            ref, from_gre, notes = derive_from_gre(root, out, ref, task.phase_sign)
         prediction = predict_subject(root, ref, loaded, post)
-        result.warnings = list(prediction.warnings)
+        result.warnings = [*notes, *prediction.warnings]
         registration = _regions(task, prediction, result.warnings) if task.regions else None
         html = None
         if task.report:
             from deepmir.report.html import subject_report
 
             html = subject_report(prediction, loaded.name)
-        result.outputs = write_subject(out, prediction, html, task.save_probabilities)
+        result.outputs = [*from_gre, *write_subject(out, prediction, html, task.save_probabilities)]
+        if not from_gre:  # derivatives of an earlier run on raw GRE are not this run's
+            for old_path in gre_output_paths(out, ref).values():
+                old_path.unlink(missing_ok=True)
         result.counts = {
             label_name: int((prediction.lesions.labels == label).sum())
             for label, label_name in LESION_CLASSES.items()

@@ -62,6 +62,8 @@ def input_files(root: Path, ref: SubjectRef) -> list[Path]:
     paths = [Path(root) / p for p in files.modalities.values()]
     if files.mask is not None:
         paths.append(Path(root) / files.mask)
+    for echo in files.gre:  # raw GRE that SWI or QSM would be computed from
+        paths += [Path(root) / echo.magnitude, Path(root) / echo.phase]
     return sorted(paths)
 
 

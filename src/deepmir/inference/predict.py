@@ -42,6 +42,7 @@ import torch
 
 from deepmir import __version__
 from deepmir.inference.calibration import Calibration
+from deepmir.inference.fromgre import gre_output_paths
 from deepmir.inference.lesions import (
     Lesions,
     PostProcessing,
@@ -53,12 +54,12 @@ from deepmir.inference.resample import Resampler, instances_backward
 from deepmir.inference.sliding import predict_probabilities
 from deepmir.io.atomic import (
     OutputError,
-    atomic_group,
     json_text,
     nifti_image,
     os_reason,
     prepare_output_dir,
     remove_stale_temporaries,
+    write_all,
     write_text,
 )
 from deepmir.io.bids import (
@@ -125,8 +126,10 @@ def shipped_model(name: str) -> LoadedModel:
 
 def available_modalities(root: Path, ref: SubjectRef) -> tuple[str, ...]:
     """The modalities a subject has files for (an ambiguous one counts: reading
-    it reports the ambiguity)."""
-    return tuple(m for m in ALL_MODALITIES if ref.has(root, m))
+    it reports the ambiguity); SWI and QSM also when usable raw GRE can give
+    them (:mod:`deepmir.inference.fromgre`)."""
+    gre = ref.files is not None and bool(ref.files.gre)
+    return tuple(m for m in ALL_MODALITIES if ref.has(root, m) or (gre and m in ("swi", "qsm")))
 
 
 def serves(card: ModelCard, available: tuple[str, ...]) -> bool:
@@ -518,12 +521,9 @@ def write_subject(
         writers["mask"] = mask
     if save_probabilities:
         writers.update({f"prob-{label}": probability(label) for label in LESION_CLASSES})
+    write_all({paths[name]: write for name, write in writers.items()})
     current = paths["dseg"]
     try:
-        with atomic_group() as stage:
-            for name, write in writers.items():
-                current = paths[name]
-                write(stage(current))
         for name, path in paths.items():
             if name not in writers:
                 current = path
@@ -535,8 +535,10 @@ def write_subject(
 
 def discard_outputs(out: Path, ref: SubjectRef) -> str:
     """Remove a failed subject's outputs of an earlier run (they would be taken for
-    this run's); returns what was done, for the error message."""
-    existing = [p for p in output_paths(out, ref).values() if p.exists()]
+    this run's), SWI and QSM derived from raw GRE included; returns what was
+    done, for the error message."""
+    paths = [*output_paths(out, ref).values(), *gre_output_paths(out, ref).values()]
+    existing = [p for p in paths if p.exists()]
     problems = []
     for path in existing:
         try:
@@ -640,12 +642,16 @@ def predict_dataset(
     scheduler: str | None = None,
     force: bool = False,
     regions: bool = False,
+    phase_sign: str = "auto",
 ) -> PredictOutcome:
     """Predict every (selected) subject; a failing subject is reported and skipped.
 
     ``sessions``, ``filters`` (a ``--bids-filter-file``) and ``qsm_dir`` select
     the inputs (:func:`select_subjects`). Each subject gets its own model
-    (:func:`choose_models`); a subject that no model serves fails alone.
+    (:func:`choose_models`); a subject that no model serves fails alone. A
+    subject without SWI or QSM but with raw GRE gets them computed and written
+    first (:mod:`deepmir.inference.fromgre`; ``phase_sign``: ``auto``, ``+1``
+    or ``-1``, :mod:`deepmir.qsm.gre`).
 
     Resume: a subject whose outputs are current (its provenance record matches
     this run's model, options, deepmir version and input files:
@@ -675,6 +681,8 @@ def predict_dataset(
     root, out = Path(data), Path(out)
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise ValueError(f"--threshold must be between 0 and 1, got {threshold}")
+    if phase_sign not in ("auto", "+1", "-1"):
+        raise ValueError(f"--phase-sign must be auto, +1 or -1, got {phase_sign!r}")
     refs = select_subjects(root, participants, sessions, filters, qsm_dir)
     choices = choose_models(model, root, refs)
     used = _distinct(c for c in choices.values() if isinstance(c, LoadedModel))
@@ -700,6 +708,7 @@ def predict_dataset(
         "SaveProbabilities": save_probabilities,
         "Report": report,
         "Regions": regions,
+        "PhaseSign": phase_sign,
     }
     specs: dict[int, ModelSpec] = {}
     for loaded in used:
@@ -732,6 +741,7 @@ def predict_dataset(
                 save_probabilities,
                 report,
                 regions=regions,
+                phase_sign=phase_sign,
             )
         )
     todo, skipped = pending(tasks, force)
@@ -741,10 +751,13 @@ def predict_dataset(
     for result in skipped:
         outcome.skipped[result.name] = result.outputs
 
+    inputs = {m.name: "+".join(m.card.modalities) for m in used}
+
     def collect(result: Any) -> None:
         name = result.name
         if result.model is not None:
             outcome.models[name] = result.model
+            log(f"{name}: model {result.model} ({inputs.get(result.model, '?')})")
         if result.status == "failed":
             outcome.failed[name] = result.message or "failed"
             log(f"{name}: FAILED: {outcome.failed[name]}")

@@ -18,7 +18,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,24 @@ def atomic_group() -> Iterator[Callable[[str | os.PathLike[str]], Path]]:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
         raise
+
+
+def write_all(writers: Mapping[Path, Callable[[Path], None]]) -> None:
+    """Write a set of files all or nothing (:func:`atomic_group`): each writer
+    gets its file's temporary path.
+
+    Raises
+    ------
+    OutputError
+        naming the file that could not be written and why; none is left then.
+    """
+    current = next(iter(writers), Path("."))
+    try:
+        with atomic_group() as stage:
+            for current, write in writers.items():
+                write(stage(current))
+    except OSError as exc:
+        raise OutputError(current, f"cannot be written: {os_reason(exc)}") from exc
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -14,11 +14,18 @@ modality   suffixes read, best first
            other ``T2starw``
 ``qsm``    ``Chimap`` (from ``--qsm-dir`` first when given, e.g. QSMxT output)
 mask       ``desc-brain_mask``
+gre        raw GRE, magnitude + phase per echo: ``MEGRE`` (``part-mag``, or no
+           ``part-``, and ``part-phase``), else ``GRE`` or ``T2starw`` with
+           ``part-mag`` and ``part-phase``; ``echo-<n>`` numbers the echoes
 =========  ================================================================
 
 A ``part-`` other than ``mag`` (phase, real, imaginary) is never an SWI or
-T2w image. Raw multi-echo GRE (``MEGRE``, or GRE phase) is recognised and
-reported as not supported yet (deepmir reads SWI and QSM computed from it).
+T2w image, and a ``part-mag`` file with a ``part-phase`` partner is raw GRE,
+not an SWI. **Raw GRE** (:class:`GreEchoFiles`, one per echo) is read when a
+subject lacks SWI or QSM: ``deepmir predict`` computes them from it
+(:mod:`deepmir.qsm.gre`; echo times and field strength from the JSON
+sidecars). Every echo needs both parts; several candidate sets (other
+``acq-``, ...) are an ambiguity, as for the modalities.
 When several files fit one modality and differ only in ``run-``, the last
 run is taken and a warning says so; when they differ in anything else
 (``acq-``, ``echo-``, ``rec-``, ``.nii`` and ``.nii.gz``, ...), the subject
@@ -72,9 +79,10 @@ READ_SUFFIXES: dict[str, tuple[str, ...]] = {
     "swi": ("swi", "T2starw"),
     "qsm": ("Chimap",),
     "mask": ("mask",),
+    "gre": ("MEGRE", "GRE", "T2starw"),
 }
-#: raw GRE: recognised, not supported yet
-RAW_GRE_SUFFIXES = ("MEGRE",)
+#: raw GRE suffixes, best first (GRE and T2starw only with part-mag / part-phase)
+RAW_GRE_SUFFIXES = ("MEGRE", "GRE", "T2starw")
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 #: what ``--bids-filter-file`` keys may be (fMRIPrep's entity names and the short ones)
 ENTITY_NAMES = {
@@ -108,6 +116,8 @@ def file_patterns(modality: str) -> str:
     """The file names read as ``modality``, for messages."""
     if modality == "mask":
         return "*_desc-brain_mask.nii[.gz]"
+    if modality == "gre":
+        return "*[_echo-<n>]_part-mag|phase_MEGRE.nii[.gz]"
     return " or ".join(f"*_{s}.nii[.gz]" for s in READ_SUFFIXES[modality])
 
 
@@ -133,6 +143,16 @@ class BidsFile:
 
 
 @dataclass(frozen=True)
+class GreEchoFiles:
+    """One echo of a subject's raw GRE: magnitude and phase files (relative to
+    the dataset root, as :class:`SubjectFiles` paths)."""
+
+    echo: int
+    magnitude: str
+    phase: str
+
+
+@dataclass(frozen=True)
 class SubjectFiles:
     """The files discovery chose for one subject (and session).
 
@@ -144,8 +164,12 @@ class SubjectFiles:
     mask: str | None = None
     #: every NIfTI file of the subject, relative to the dataset root
     found: tuple[str, ...] = ()
-    #: raw GRE files (MEGRE, GRE phase): recognised, not supported
+    #: raw GRE files (MEGRE, GRE / T2starw magnitude and phase) found
     raw_gre: tuple[str, ...] = ()
+    #: the raw GRE chosen, per echo (empty: none usable)
+    gre: tuple[GreEchoFiles, ...] = ()
+    #: why the raw GRE found is not usable (a part missing, several sets)
+    gre_problem: str | None = None
     #: modality -> why no file was chosen although some fit (several candidates)
     problems: Mapping[str, str] = field(default_factory=dict)
     #: what the choice took for granted (the last of several runs)
@@ -220,12 +244,19 @@ class SubjectRef:
             raw = self.files.raw_gre
         names = ", ".join(f"{m} ({file_patterns(m)})" for m in wanted)
         text = ""
+        gre_problem = self.files.gre_problem if self.files is not None else None
+        usable = self.files is not None and bool(self.files.gre)
         if raw and ({"swi", "qsm"} & set(wanted)):
-            text = (
-                f"raw multi-echo GRE found ({', '.join(Path(f).name for f in raw)}), which "
-                "deepmir does not read yet: it needs the SWI and QSM (Chimap) computed from "
-                "it (compute QSM, e.g. with QSMxT, and give its output with --qsm-dir); "
-            )
+            names = ", ".join(Path(f).name for f in raw)
+            if usable:
+                text = (
+                    f"raw GRE found ({names}): deepmir predict computes SWI and QSM from it "
+                    "(this command reads them only as files); "
+                )
+            else:
+                text = f"raw GRE found ({names}) but not usable: " + (
+                    f"{gre_problem}; " if gre_problem else "it needs magnitude and phase per echo; "
+                )
         text += f"missing: {names}; files found for {self.prefix}: " + (
             ", ".join(found) if found else "none"
         )
@@ -382,7 +413,13 @@ def parse_filters(source: str | Path | Mapping[str, Any]) -> dict[str, EntityFil
             raise DiscoveryError(f"{path}: not a JSON file ({exc})") from exc
     if not isinstance(data, Mapping):
         raise DiscoveryError(f"{where}: expected a JSON object of modality -> entity filters")
-    aliases = {"t2starw": "swi", "chimap": "qsm", "t2": "t2w", "brain_mask": "mask"}
+    aliases = {
+        "t2starw": "swi",
+        "chimap": "qsm",
+        "t2": "t2w",
+        "brain_mask": "mask",
+        "megre": "gre",
+    }
     out: dict[str, EntityFilter] = {}
     for key, entities in data.items():
         modality = aliases.get(str(key).lower(), str(key).lower())
@@ -510,6 +547,14 @@ def resolve_subject(
     problems: dict[str, str] = {}
     warnings: list[str] = []
     mask: str | None = None
+    gre_candidates = [f for f in own if _is_raw_gre(f, own)]
+    gre, gre_warning, gre_problem = _choose_gre(
+        [f for f in gre_candidates if _passes(f, filters.get("gre"))], root
+    )
+    if gre_warning:
+        warnings.append(gre_warning)
+    raw_paths = {f.path for f in gre_candidates}
+    own = [f for f in own if f.path not in raw_paths]  # a raw magnitude is not an SWI
     for modality in (*ALL_MODALITIES, "mask"):
         flt = filters.get(modality)
         pick: BidsFile | None = None
@@ -531,10 +576,14 @@ def resolve_subject(
             continue
         _record(modality, pick, warning, problem, root, chosen, problems, warnings)
     raw = tuple(
-        _relative(f.path, root)
-        for f in own
-        if f.suffix in RAW_GRE_SUFFIXES
-        or (f.suffix in ("T2starw", "swi") and f.entities.get("part") == "phase")
+        sorted(
+            {_relative(f.path, root) for f in gre_candidates}
+            | {
+                _relative(f.path, root)
+                for f in own
+                if f.suffix in ("T2starw", "swi") and f.entities.get("part") == "phase"
+            }
+        )
     )
     return SubjectRef(
         label,
@@ -544,11 +593,87 @@ def resolve_subject(
             mask=mask,
             found=tuple(_relative(Path(p), root) for p in paths),
             raw_gre=raw,
+            gre=gre,
+            gre_problem=gre_problem,
             problems=problems,
             warnings=tuple(warnings),
             qsm_dir=str(qsm_dir) if qsm_dir is not None else None,
         ),
     )
+
+
+def _is_raw_gre(f: BidsFile, files: list[BidsFile]) -> bool:
+    """MEGRE (any part), or GRE / T2starw with ``part-phase``, or with ``part-mag``
+    and a ``part-phase`` partner (the same name but for the part)."""
+    if f.suffix == "MEGRE":
+        return True
+    part = f.entities.get("part")
+    if f.suffix not in RAW_GRE_SUFFIXES or part not in ("mag", "phase"):
+        return False
+    if part == "phase":
+        return True
+    partner = f.name.replace("_part-mag_", "_part-phase_")
+    return any(g.name == partner for g in files)
+
+
+def _choose_gre(
+    candidates: list[BidsFile], root: Path
+) -> tuple[tuple[GreEchoFiles, ...], str | None, str | None]:
+    """(echoes, warning, problem): the raw GRE set of the best suffix, grouped by
+    every entity but ``part`` and ``echo``; of several sets that differ only in
+    ``run-``, the last run; each echo needs one magnitude and one phase."""
+    if not candidates:
+        return (), None, None
+    best = min(RAW_GRE_SUFFIXES.index(f.suffix) for f in candidates)
+    groups: dict[tuple[tuple[str, str | None], ...], list[BidsFile]] = {}
+    for f in candidates:
+        if RAW_GRE_SUFFIXES.index(f.suffix) != best:
+            continue
+        key = tuple(
+            sorted((k, _norm(k, v)) for k, v in f.entities.items() if k not in ("part", "echo"))
+        )
+        groups.setdefault(key, []).append(f)
+    warning = None
+    if len(groups) > 1:
+        keys = list(groups)
+        differ = sorted(
+            {k for key in keys for k, _ in key if len({dict(o).get(k) for o in keys}) > 1}
+        )
+        names = ", ".join(f.name for g in groups.values() for f in sorted(g, key=lambda f: f.name))
+        if differ != ["run"]:
+            return (
+                (),
+                None,
+                f"{len(groups)} raw GRE sets differ in {', '.join(differ)}: {names}; choose one "
+                f'with --bids-filter-file, e.g. {{"gre": {{"{_long(differ[0])}": ...}}}}',
+            )
+        last = max(keys, key=lambda key: int(_norm("run", dict(key).get("run")) or 0))
+        warning = (
+            f"{len(groups)} raw GRE sets differ in run: took run {dict(last).get('run')} "
+            "(choose another with --bids-filter-file)"
+        )
+        group = groups[last]
+    else:
+        group = next(iter(groups.values()))
+    echoes: dict[int, dict[str, BidsFile]] = {}
+    for f in group:
+        echo = int(_norm("echo", f.entities.get("echo", "1")) or 1)
+        echoes.setdefault(echo, {})[f.entities.get("part", "mag")] = f
+    out = []
+    for echo in sorted(echoes):
+        parts = echoes[echo]
+        missing = [p for p in ("mag", "phase") if p not in parts]
+        if missing:
+            have = ", ".join(f.name for f in parts.values())
+            return (), None, f"echo {echo} has no part-{missing[0]} file (found {have})"
+        out.append(
+            GreEchoFiles(
+                echo,
+                _relative(parts["mag"].path, root),
+                _relative(parts["phase"].path, root),
+            )
+        )
+    return tuple(out), warning, None
 
 
 def _record(

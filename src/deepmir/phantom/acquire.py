@@ -15,13 +15,10 @@ them into what a user actually has, following ``robustness.md``:
 * :func:`gradient_dephasing`: signal loss of a 1 mm voxel in a steep
   background gradient (air-tissue interfaces), the classic sinc factor
   ``|sinc(dphi_i / 2) sinc(dphi_j / 2) sinc(dphi_k / 2)|``.
-* :func:`sharp`, :func:`vsharp`: background-field removal by spherical mean
-  value filtering (SHARP, Schweser et al. NeuroImage 2011; V-SHARP, Wu et al.
-  MRM 2012), with truncated deconvolution.
-* :func:`cg_inversion`: an iterative magnitude-weighted least-squares dipole
-  inversion solved by conjugate gradients with early stopping (the iLSQR /
-  MEDI-L2 family, Li et al. NeuroImage 2015), next to the closed-form TKD
-  and Tikhonov of :mod:`deepmir.phantom.physics`.
+* :func:`sharp`, :func:`vsharp` (background-field removal, SHARP / V-SHARP)
+  and :func:`cg_inversion` (CG weighted least-squares dipole inversion) live
+  in :mod:`deepmir.qsm`, shared with the raw-GRE path of ``deepmir predict``,
+  and are re-exported here.
 
 All hand-written: no maintained Python library simulates the acquisition
 chain, and the QSM methods here are the textbook algorithms in a few FFTs
@@ -36,9 +33,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from scipy import fft as sfft
-from scipy import ndimage
 
 from deepmir.phantom import physics as phy
+from deepmir.qsm.background import sharp as sharp
+from deepmir.qsm.background import sphere_erode as sphere_erode
+from deepmir.qsm.background import vsharp as vsharp
+from deepmir.qsm.inversion import cg_inversion as cg_inversion
 
 FloatArray = npt.NDArray[np.float32]
 ComplexArray = npt.NDArray[np.complex64]
@@ -166,120 +166,3 @@ def gradient_dephasing(phase: FloatArray) -> FloatArray:
         g = np.gradient(phase, axis=axis).astype(np.float32)
         out *= np.abs(np.sinc(g / (2 * np.pi))).astype(np.float32)
     return out
-
-
-def _smv_kernel(
-    shape: tuple[int, int, int], voxel_mm: tuple[float, float, float], radius_mm: float
-) -> npt.NDArray[np.complex64]:
-    """FFT of the normalized sphere (spherical mean value) kernel, centred at the origin."""
-    grids = [np.fft.fftfreq(n, 1.0 / n) * v for n, v in zip(shape, voxel_mm, strict=True)]
-    x, y, z = np.meshgrid(*grids, indexing="ij", sparse=True)
-    ball = ((x**2 + y**2 + z**2) <= radius_mm**2).astype(np.float32)
-    ball /= ball.sum()
-    return sfft.fftn(ball, workers=WORKERS).astype(np.complex64)
-
-
-def sphere_erode(
-    mask: npt.NDArray[np.bool_], voxel_mm: tuple[float, float, float], radius_mm: float
-) -> npt.NDArray[np.bool_]:
-    dist = ndimage.distance_transform_edt(mask, sampling=voxel_mm)
-    return np.asarray(dist > radius_mm)
-
-
-def sharp(
-    field: FloatArray,
-    mask: npt.NDArray[np.bool_],
-    voxel_mm: tuple[float, float, float],
-    radius_mm: float,
-    threshold: float = 0.05,
-) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-    """SHARP background removal: ``local = F^-1[ F[mask (f - SMV f)] / (1 - S) ]``.
-
-    The deconvolution is truncated where ``|1 - S(k)| < threshold``. Returns
-    the local field and the mask eroded by the kernel radius.
-    """
-    return vsharp(field, mask, voxel_mm, (radius_mm,), threshold)
-
-
-def vsharp(
-    field: FloatArray,
-    mask: npt.NDArray[np.bool_],
-    voxel_mm: tuple[float, float, float],
-    radii_mm: tuple[float, ...],
-    threshold: float = 0.05,
-) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-    """V-SHARP: the largest sphere that fits inside the mask at each voxel,
-    radii from ``max(radii_mm)`` down; deconvolution with the largest kernel."""
-    shape = field.shape
-    f = np.where(mask, field, 0.0).astype(np.float32)
-    spec = sfft.fftn(f, workers=WORKERS)
-    radii = sorted(radii_mm, reverse=True)
-    hp = np.zeros(shape, np.float32)
-    done = np.zeros(shape, bool)
-    final_mask = np.zeros(shape, bool)
-    s_big = None
-    for r in radii:
-        s = _smv_kernel(shape, voxel_mm, r)
-        if s_big is None:
-            s_big = s
-        valid = sphere_erode(mask, voxel_mm, r) & ~done
-        filtered = (f - sfft.ifftn(spec * s, workers=WORKERS).real).astype(np.float32)
-        hp[valid] = filtered[valid]
-        done |= valid
-        final_mask |= valid
-    assert s_big is not None
-    one_minus = (1.0 - s_big).astype(np.complex64)
-    ok = np.abs(one_minus) >= threshold
-    inv = np.where(ok, 1.0 / np.where(ok, one_minus, 1.0), 0.0).astype(np.complex64)
-    local = sfft.ifftn(sfft.fftn(hp, workers=WORKERS) * inv, workers=WORKERS).real
-    return np.where(final_mask, local, 0.0).astype(np.float32), final_mask
-
-
-def cg_inversion(
-    field: FloatArray,
-    mask: npt.NDArray[np.bool_],
-    weight: FloatArray,
-    voxel_mm: tuple[float, float, float],
-    b0_dir: tuple[float, float, float],
-    iterations: int = 20,
-    regularization: float = 1e-3,
-    pad_factor: float = 1.25,
-) -> FloatArray:
-    """Weighted least squares ``min ||W (D chi - f)||^2 + lambda ||chi||^2`` by CG.
-
-    Early stopping is the regularization that matters (iLSQR-like); the
-    result streaks less than TKD and under-estimates small sources
-    differently, which is the point of holding it out.
-    """
-    shape = phy._padded_shape(field.shape, pad_factor)
-    d = phy.dipole_kernel(shape, voxel_mm, b0_dir)
-    sl = tuple(slice(0, n) for n in field.shape)
-    w2 = np.zeros(shape, np.float32)
-    w2[sl] = np.where(mask, weight, 0.0) ** 2
-
-    def dconv(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return sfft.irfftn(sfft.rfftn(x, workers=WORKERS) * d, s=shape, workers=WORKERS).astype(
-            np.float32
-        )
-
-    def normal(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return dconv(w2 * dconv(x)) + np.float32(regularization) * x
-
-    f = np.zeros(shape, np.float32)
-    f[sl] = np.where(mask, field, 0.0)
-    b = dconv(w2 * f)
-    x = np.zeros(shape, np.float32)
-    r = b.copy()
-    p = r.copy()
-    rr = float(np.vdot(r, r))
-    for _ in range(iterations):
-        ap = normal(p)
-        alpha = rr / max(float(np.vdot(p, ap)), 1e-30)
-        x += np.float32(alpha) * p
-        r -= np.float32(alpha) * ap
-        rr_new = float(np.vdot(r, r))
-        if rr_new < 1e-12 * max(float(np.vdot(b, b)), 1e-30):
-            break
-        p = r + np.float32(rr_new / rr) * p
-        rr = rr_new
-    return np.where(mask, x[sl], 0.0).astype(np.float32)

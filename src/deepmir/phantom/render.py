@@ -73,6 +73,9 @@ class SubjectImages:
     chi_true: FloatArray  # true susceptibility, ppm
     vein_occupancy: FloatArray  # partial-volume fraction of veins (never labelled)
     affine: npt.NDArray[np.float64]
+    #: (I, J, K, E) complex GRE per echo, noise included, on the images' grid
+    #: (only when rendered with ``keep_gre``: ``deepmir simulate --raw-gre``)
+    gre: npt.NDArray[np.complex64] | None = None
 
 
 def _single_component(occ: FloatArray) -> FloatArray:
@@ -242,13 +245,16 @@ def spin_echo_object(obj: SubjectObject, acq: Acquisition) -> FloatArray:
     return t2w
 
 
-def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None) -> SubjectImages:
+def render_subject(
+    params: SubjectParams, anatomy: SubjectAnatomy | None = None, keep_gre: bool = False
+) -> SubjectImages:
     """Render one subject from its parameter record (deterministic).
 
     Parameters
     ----------
     params : the record drawn by :func:`deepmir.phantom.params.draw_subject_params`
     anatomy : the subject's deformed anatomy, if already computed
+    keep_gre : also return the complex GRE signal per echo (``SubjectImages.gre``)
 
     Returns
     -------
@@ -260,7 +266,7 @@ def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None)
     if params.variation is not None:
         from deepmir.phantom.scanner import render_varied
 
-        return render_varied(params, anatomy)
+        return render_varied(params, anatomy, keep_gre)
     acq = params.acquisition
     vs = grid.voxel_size
     shape = grid.shape
@@ -319,6 +325,7 @@ def render_subject(params: SubjectParams, anatomy: SubjectAnatomy | None = None)
         chi_true=chi_all,
         vein_occupancy=obj.vein_occupancy,
         affine=grid.affine,
+        gre=gre[..., None] if keep_gre else None,
     )
 
 

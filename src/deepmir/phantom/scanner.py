@@ -18,7 +18,10 @@ imaged and processed (robustness.md):
    mask erosion, referencing (CSF, mean, none), a pipeline scale error;
 6. T2w acquired on the same grid; labels by area fraction on that grid (a
    lesion smaller than a voxel keeps its fullest voxel);
-7. the storage orientation (axis flips) of the written files.
+7. the storage orientation (axis flips) of the written files;
+8. with ``keep_gre`` (``deepmir simulate --raw-gre``) the noisy complex echoes
+   of step 3 are kept: their phase carries the field of everything, the air
+   cavities' background field included.
 """
 
 from __future__ import annotations
@@ -96,8 +99,11 @@ def _labels_on_grid(
     return dseg, out
 
 
-def render_varied(params: SubjectParams, anatomy: SubjectAnatomy) -> SubjectImages:
-    """Render a randomized subject on its acquired grid (deterministic from the record)."""
+def render_varied(
+    params: SubjectParams, anatomy: SubjectAnatomy, keep_gre: bool = False
+) -> SubjectImages:
+    """Render a randomized subject on its acquired grid (deterministic from the record);
+    ``keep_gre``: with the complex GRE signal per echo (``SubjectImages.gre``)."""
     var = params.variation
     assert var is not None
     acq = params.acquisition
@@ -233,6 +239,7 @@ def render_varied(params: SubjectParams, anatomy: SubjectAnatomy) -> SubjectImag
         chi_true=area_average(obj.chi_all, out_shape).astype(np.float32),
         vein_occupancy=area_average(obj.vein_occupancy, out_shape).astype(np.float32),
         affine=affine,
+        gre=np.stack(echoes, axis=-1) if keep_gre else None,
     )
     return flip_storage(images, var.flip_axes)
 
@@ -250,6 +257,6 @@ def flip_storage(images: SubjectImages, flips: tuple[bool, bool, bool]) -> Subje
     arrays = {
         f.name: np.ascontiguousarray(np.flip(getattr(images, f.name), axis=axes))
         for f in dataclasses.fields(images)
-        if f.name != "affine"
+        if f.name != "affine" and getattr(images, f.name) is not None
     }
     return SubjectImages(**arrays, affine=affine)

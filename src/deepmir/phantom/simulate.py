@@ -4,6 +4,8 @@ Layout and labels follow ``docs/data-contract.md`` exactly. For each
 subject the full parameter record is written next to its reference labels
 (``derivatives/reference/sub-<id>/anat/sub-<id>_desc-phantom_params.json``), so
 that ``render_subject(SubjectParams.from_json(...))`` regenerates the images.
+With ``raw_gre`` (``--raw-gre``) the raw GRE magnitude and phase per echo are
+written too (:func:`write_raw_gre`), to test ``deepmir predict`` on raw GRE.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from tqdm import tqdm
 
@@ -56,6 +59,8 @@ class SimulationConfig:
     #: unless the run extends that cohort: same seed, preset, shift and size,
     #: subjects from ``first_index`` on not there yet)
     overwrite: bool = False
+    #: also write the raw GRE magnitude and phase per echo (``--raw-gre``)
+    raw_gre: bool = False
 
     def check(self) -> None:
         """Argument ranges (``ValueError``), before anything is written."""
@@ -144,6 +149,8 @@ def write_subject(
     for suffix, sidecar in _sidecars(params).items():
         write_json(ref.anat_dir(root) / f"{ref.prefix}_{suffix}.json", sidecar)
     write_nifti(ref.mask_path(root), images.brain_mask, aff, np.uint8)
+    if images.gre is not None:
+        write_raw_gre(root, params, images.gre, aff)
 
     ref_dir = ref.anat_dir(root / REFERENCE)
     write_nifti(ref_dir / f"{ref.prefix}_dseg.nii.gz", images.dseg, aff, np.uint8)
@@ -169,6 +176,63 @@ def write_subject(
     return table
 
 
+def echo_times(params: SubjectParams) -> tuple[float, ...]:
+    """The subject's GRE echo times (s): the randomized variation's, else the one SWI echo."""
+    var = params.variation
+    return tuple(var.echo_times_s) if var is not None else (params.acquisition.swi_te_s,)
+
+
+def receive_phase(shape: tuple[int, ...], seed: int) -> npt.NDArray[np.float32]:
+    """A smooth receive-phase offset (rad), the same for every echo: a random
+    constant plus linear and quadratic terms over the field of view (within
+    about +-pi), as coil sensitivities and RF phase put into real phase images."""
+    rng = np.random.default_rng(seed)
+    coords = np.meshgrid(*(np.linspace(-1.0, 1.0, n) for n in shape[:3]), indexing="ij")
+    offset = np.full(shape[:3], rng.uniform(-np.pi, np.pi), np.float32)
+    for x in coords:
+        offset += np.float32(rng.uniform(-1.0, 1.0)) * x + np.float32(rng.uniform(-0.5, 0.5)) * x**2
+    return offset.astype(np.float32)
+
+
+def raw_gre_path(root: Path, ref: SubjectRef, echo: int, part: str) -> Path:
+    """``sub-<id>_echo-<n>_part-<mag|phase>_MEGRE.nii.gz`` in the subject's anat folder."""
+    return ref.anat_dir(root) / f"{ref.prefix}_echo-{echo}_part-{part}_MEGRE.nii.gz"
+
+
+def write_raw_gre(
+    root: Path,
+    params: SubjectParams,
+    gre: npt.NDArray[np.complex64],
+    affine: npt.NDArray[np.float64],
+) -> None:
+    """The raw multi-echo GRE, BIDS ``MEGRE``: per echo magnitude and wrapped phase
+    (rad, deepmir's sign: paramagnetic positive) with a smooth receive-phase
+    offset (:func:`receive_phase`), and their sidecars (EchoTime,
+    MagneticFieldStrength, RepetitionTime, FlipAngle; Units for the phase)."""
+    ref = SubjectRef(params.subject)
+    a = params.acquisition
+    var = params.variation
+    b0 = var.b0_tesla if var is not None else a.b0_tesla
+    offset = np.exp(1j * receive_phase(gre.shape, a.noise_seed + 7)).astype(np.complex64)
+    common = {
+        "MagneticFieldStrength": b0,
+        "RepetitionTime": a.swi_tr_s,
+        "FlipAngle": a.swi_flip_deg,
+        "Manufacturer": f"deepmir {__version__} phantom",
+        "MRAcquisitionType": "3D",
+    }
+    for n, te in enumerate(echo_times(params)):
+        signal = gre[..., n] * offset
+        for part, data, extra in (
+            ("mag", np.abs(signal), {}),
+            ("phase", np.angle(signal), {"Units": "rad"}),
+        ):
+            path = raw_gre_path(root, ref, n + 1, part)
+            write_nifti(path, data.astype(np.float32), affine, np.float32)
+            sidecar = {**common, "EchoTime": te, **extra}
+            write_json(path.with_name(path.name.replace(".nii.gz", ".json")), sidecar)
+
+
 def _subject_label(index: int, n_total: int) -> str:
     return f"{index + 1:0{max(2, len(str(n_total)))}d}"
 
@@ -185,7 +249,7 @@ def iter_simulated(config: SimulationConfig) -> Iterator[tuple[SubjectParams, Su
             preset=config.preset,
             shift=config.shift,
         )
-        yield params, render_subject(params, anatomy)
+        yield params, render_subject(params, anatomy, keep_gre=config.raw_gre)
 
 
 def draw_with_anatomy(
@@ -244,6 +308,7 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
                 "first_index": first_index,
                 "preset": config.preset,
                 "shift": config.shift,
+                "raw_gre": config.raw_gre,
             },
         },
     )
@@ -307,12 +372,14 @@ def _cohort_description(root: Path) -> dict[str, object] | None:
 
 def _extends(record: dict[str, object], config: SimulationConfig) -> bool:
     """Whether ``config`` adds subjects to the cohort ``record`` describes: same
-    draw (seed, preset, shift, size) and its indices start where the cohort ends."""
+    draw (seed, preset, shift, size), the same files (``raw_gre``), and its
+    indices start where the cohort ends."""
     same = (
         record.get("seed") == config.seed
         and record.get("preset", "narrow") == config.preset
         and record.get("shift", "none") == config.shift
         and record.get("grid_size") == config.grid_size
+        and record.get("raw_gre", False) == config.raw_gre
     )
     first = record.get("first_index", 0)
     n = record.get("n_subjects", 0)
