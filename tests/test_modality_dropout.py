@@ -69,7 +69,7 @@ def test_swi_only_subject_needs_a_model_trained_with_dropout(simulated_dataset, 
     )
     assert not outcome.failed, outcome.failed
     rows = output_paths(tmp_path / "out", ref)["lesions"].read_text().splitlines()
-    assert rows[0].split("\t")[-1] == "score"
+    assert "score" in rows[0].split("\t")
     refused = predict_dataset(
         data, tmp_path / "out2", model=models["plain"], participants=["01"], progress=False
     )

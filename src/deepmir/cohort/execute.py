@@ -38,6 +38,9 @@ class ModelSpec:
     kind: str  # "shipped" or "folder"
     location: str  # the shipped name, or the folder's path
     name: str  # as predict names it (LoadedModel.name)
+    #: the weights' sha256 (part of the cache key: a folder retrained in place,
+    #: or another model under a shipped name, is loaded afresh)
+    weights_sha256: str = ""
 
 
 @dataclass
@@ -96,8 +99,8 @@ def resolve_model(spec: ModelSpec) -> Any:
 
 
 def remember_model(spec: ModelSpec, loaded: Any) -> None:
-    """Reuse a model this process already loaded (the serial path)."""
-    _MODELS.setdefault(spec, loaded)
+    """Reuse the model this process has just loaded (the serial path)."""
+    _MODELS[spec] = loaded
 
 
 def run_task(task: SubjectTask) -> SubjectResult:

@@ -716,9 +716,11 @@ def predict_dataset(
             n for n in SHIPPED_MODELS if str(model) == "default" and shipped_model(n) is loaded
         ]
         spec = (
-            ModelSpec("shipped", shipped[0], loaded.name)
+            ModelSpec("shipped", shipped[0], loaded.name, loaded.card.weights_sha256)
             if shipped
-            else ModelSpec("folder", str(Path(model).resolve()), loaded.name)
+            else ModelSpec(
+                "folder", str(Path(model).resolve()), loaded.name, loaded.card.weights_sha256
+            )
         )
         remember_model(spec, loaded)
         specs[id(loaded)] = spec
