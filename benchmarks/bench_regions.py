@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -79,9 +80,14 @@ def main() -> int:
             print(f"{sub}: registration {reg.seconds:.1f} s")
         total, agree = sum(per_class.values()), sum(agree_class.values())
         result = {
-            "command": f"python benchmarks/bench_regions.py --n {args.n} --size {args.size} "
+            "command": "python benchmarks/bench_regions.py "
+            + f"--data {args.data} --threads {args.threads}"
+            if args.data
+            else f"python benchmarks/bench_regions.py --n {args.n} --size {args.size} "
             f"--seed {args.seed} --threads {args.threads}",
-            "phantoms": f"{args.n} {args.size} phantoms (seed {args.seed})",
+            "phantoms": f"the cohort in {args.data}"
+            if args.data
+            else f"{args.n} {args.size} phantoms (seed {args.seed})",
             "lesions": total,
             "agreement": round(agree / max(total, 1), 4),
             "agreement_per_class": {
@@ -93,7 +99,7 @@ def main() -> int:
             "registration_s_max": max(seconds),
             "atlas_build_s_once_per_process": round(atlas_s, 2),
             "goals": ">= 0.95 agreement; <= 20 s registration per subject on 2 cores",
-            "note": "the machine's 2 cores were shared with a training run: times are upper bounds",
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         }
         print(
             f"agreement {agree}/{total} = {100 * result['agreement']:.1f} % (goal >= 95 %); "
