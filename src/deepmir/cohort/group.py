@@ -202,6 +202,12 @@ def dataset_description(cohort: Cohort, roots: list[Path]) -> dict[str, Any]:
         f"{m['Subjects']} subject(s)"
         for m in models
     )
+    return {**derivative_description(described, roots), "DeepmirModels": models}
+
+
+def derivative_description(described: str, roots: list[Path]) -> dict[str, Any]:
+    """A deepmir derivative's ``dataset_description.json``: ``described`` says
+    which models made it (empty: none yet), ``roots`` are its source datasets."""
     return {
         "Name": "deepmir predictions",
         "BIDSVersion": "1.9.0",
@@ -214,7 +220,6 @@ def dataset_description(cohort: Cohort, roots: list[Path]) -> dict[str, Any]:
             }
         ],
         "SourceDatasets": [{"URL": Path(r).resolve().as_uri()} for r in roots],
-        "DeepmirModels": models,
     }
 
 

@@ -40,7 +40,6 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from deepmir import __version__
 from deepmir.inference.calibration import Calibration
 from deepmir.inference.fromgre import gre_output_paths
 from deepmir.inference.lesions import (
@@ -675,7 +674,7 @@ def predict_dataset(
     this run or earlier ones, such as the other jobs of an array)."""
     from deepmir.cohort import provenance
     from deepmir.cohort.execute import ModelSpec, SubjectTask, execute, pending, remember_model
-    from deepmir.cohort.group import dataset_description, read_cohort
+    from deepmir.cohort.group import dataset_description, derivative_description, read_cohort
     from deepmir.report.html import cohort_index
 
     root, out = Path(data), Path(out)
@@ -696,7 +695,10 @@ def predict_dataset(
     description = out / "dataset_description.json"
     if not description.exists():
         try:
-            write_text(description, json_text(_description(used, root)))
+            described = "; ".join(
+                f"model {m.name}, weights sha256 {m.card.weights_sha256}" for m in used
+            )
+            write_text(description, json_text(derivative_description(described, [root])))
         except OSError as exc:
             raise OutputError(description, f"cannot be written: {os_reason(exc)}") from exc
     try:
@@ -808,20 +810,3 @@ def _distinct(models: Iterable[LoadedModel]) -> list[LoadedModel]:
         if not any(m is o for o in out):
             out.append(m)
     return out
-
-
-def _description(models: list[LoadedModel], root: Path) -> dict[str, Any]:
-    described = "; ".join(f"model {m.name}, weights sha256 {m.card.weights_sha256}" for m in models)
-    return {
-        "Name": "deepmir predictions",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [
-            {
-                "Name": "deepmir",
-                "Version": __version__,
-                "Description": described or "no subject could be predicted",
-            }
-        ],
-        "SourceDatasets": [{"URL": root.resolve().as_uri()}],
-    }

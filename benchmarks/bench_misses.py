@@ -1,0 +1,74 @@
+"""Which reference CMBs a model misses: size and susceptibility of found and missed ones.
+
+Reads a set of ``make bench-robust`` (its phantoms and one model's predictions),
+matches them with the evaluation's rule (:func:`deepmir.evaluation.matching.match_subject`)
+and prints every reference CMB (voxels, volume, delta chi, region, found or not)
+and the medians of found and missed ones.
+
+    .venv/bin/python benchmarks/bench_misses.py build/robust/in-distribution pred-v0.3-2a4326af594c
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from deepmir.evaluation.matching import match_subject
+
+
+def missed_cmbs(set_dir: Path, predictions: str) -> pd.DataFrame:
+    reference = set_dir / "bids" / "derivatives" / "reference"
+    rows = []
+    for sub in sorted((set_dir / predictions).glob("sub-*/")):
+        name, ref = sub.name, reference / sub.name / "anat"
+        dseg = nib.load(ref / f"{name}_dseg.nii.gz")
+        instances = nib.load(ref / f"{name}_desc-instances_dseg.nii.gz")
+        predicted = nib.load(sub / "anat" / f"{name}_desc-deepmir_dseg.nii.gz")
+        table = pd.read_csv(ref / f"{name}_lesions.tsv", sep="\t")
+        match = match_subject(
+            np.asarray(dseg.dataobj),
+            np.asarray(instances.dataobj),
+            np.asarray(predicted.dataobj),
+            dseg.affine,
+            instance_labels=dict(zip(table.lesion_id, table.label, strict=True)),
+        )
+        found = {p.reference for p in match.matches}
+        for i, lesion in enumerate(match.reference_lesions):
+            if lesion.label != 1:
+                continue
+            row = table[table.lesion_id == lesion.source_id].iloc[0]
+            rows.append(
+                {
+                    "subject": name,
+                    "found": i in found,
+                    "voxels": lesion.n_voxels,
+                    "volume_mm3": row.volume_mm3,
+                    "delta_chi_ppm": row.delta_chi_ppm,
+                    "region": row.region,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("set_dir", type=Path, help="a set folder of bench-robust (bids/ inside)")
+    p.add_argument("predictions", help="its predictions folder name (pred-...)")
+    args = p.parse_args()
+    df = missed_cmbs(args.set_dir, args.predictions)
+    print(df.to_string())
+    medians = df.groupby("found")[["voxels", "volume_mm3", "delta_chi_ppm"]].median()
+    print(medians)
+    print(json.dumps({"missed": int((~df.found).sum()), "found": int(df.found.sum())}))
+    print(f"reproduce: python benchmarks/bench_misses.py {args.set_dir} {args.predictions}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
