@@ -192,3 +192,35 @@ def test_patch_centres_are_brain_voxels_picked_as_argwhere_would(prepared):
         if name in lists:
             assert np.array_equal(centre, lists[name][position])
         assert subject.brain[tuple(centre)] or name != "brain"
+
+
+def test_lesion_sampling_draws_every_lesion_alike_whatever_its_size():
+    """``lesion`` sampling: a 1-voxel CMB gets about as many patch centres as a
+    125-voxel one (``voxel`` sampling: about 1 in 126), and each centre is a
+    voxel of the lesion drawn."""
+    from deepmir.training.data import TrainingSubject
+    from deepmir.training.sampling import candidate_centres, sample_centres
+
+    dseg = np.zeros((30, 30, 30), np.uint8)
+    instances = np.zeros(dseg.shape, np.int16)
+    dseg[5:10, 5:10, 5:10], instances[5:10, 5:10, 5:10] = 1, 1  # 125 voxels
+    dseg[20, 20, 20], instances[20, 20, 20] = 1, 2  # 1 voxel
+    subject = TrainingSubject(
+        name="sub-x",
+        image=np.zeros((1, *dseg.shape), np.float32),
+        dseg=dseg,
+        instances=instances,
+        brain=np.ones(dseg.shape, bool),
+        affine=np.eye(4),
+    )
+    mix = {"cmb": 1.0}
+    shares = {}
+    for mode in ("voxel", "lesion"):
+        candidates = candidate_centres(subject, None, mode)
+        centres = sample_centres(np.random.default_rng(3), candidates, 2000, mix)
+        assert (dseg[tuple(centres.T)] == 1).all()
+        shares[mode] = float((instances[tuple(centres.T)] == 2).mean())
+    assert shares["voxel"] < 0.03
+    assert 0.45 < shares["lesion"] < 0.55
+    with pytest.raises(ValueError, match="lesion sampling"):
+        candidate_centres(subject, None, "size")

@@ -63,6 +63,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "the one predict derives when a dataset has none: the model then works with either",
     )
     p.add_argument(
+        "--lesion-sampling",
+        choices=("voxel", "lesion"),
+        default="voxel",
+        help="how a lesion-centred patch is drawn: any voxel of the class (large lesions "
+        "drawn in proportion to their size) or a lesion first, every lesion as likely "
+        "(the smallest CMBs get as many patches as the largest)",
+    )
+    p.add_argument(
         "--patch", type=int_at_least(32), default=64, help="cubic patch size (multiple of 32)"
     )
     p.add_argument("--batch-size", type=int_at_least(1), default=2)
@@ -123,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             modality_dropout=parse_dropout(args.modality_dropout),
             mask_jitter=args.mask_jitter,
+            lesion_sampling=args.lesion_sampling,
             tune_post=args.tune_post,
         )
     except ValueError as exc:

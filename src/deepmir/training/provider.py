@@ -66,6 +66,7 @@ class SubjectPatches:
         subjects: list[TrainingSubject],
         channels: tuple[str, ...],
         patch_size: tuple[int, int, int],
+        lesion_sampling: str = "voxel",
     ) -> None:
         if not subjects:
             raise ValueError("no training subject to draw patches from")
@@ -73,7 +74,7 @@ class SubjectPatches:
         self.channels = channels
         self.patch_size = patch_size
         swi = channels.index("swi") if "swi" in channels else None
-        self.candidates = [candidate_centres(s, swi) for s in subjects]
+        self.candidates = [candidate_centres(s, swi, lesion_sampling) for s in subjects]
 
     def batch(
         self, rng: np.random.Generator, size: int

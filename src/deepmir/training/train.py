@@ -69,6 +69,7 @@ from deepmir.training.resume import (
     resume_exists,
     save_resume,
 )
+from deepmir.training.sampling import LESION_SAMPLING
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,9 @@ class TrainConfig:
     #: probability per training subject that its brain mask is replaced by the
     #: one predict derives without a mask (:func:`deepmir.training.data.iter_annotated`)
     mask_jitter: float = 0.0
+    #: how a lesion patch centre is drawn: ``voxel`` (in proportion to lesion
+    #: size) or ``lesion`` (every lesion as likely; :mod:`deepmir.training.sampling`)
+    lesion_sampling: str = "voxel"
     #: start from the weights of this model folder (same architecture and input
     #: channels; fine-tuning), None: random initialization
     init_from: str | None = None
@@ -109,6 +113,11 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be at least 1")
         if not 0.0 <= self.mask_jitter <= 1.0:
             raise ValueError("mask jitter: the probability must be in [0, 1]")
+        if self.lesion_sampling not in LESION_SAMPLING:
+            raise ValueError(
+                f"lesion sampling must be one of {', '.join(LESION_SAMPLING)}, "
+                f"got {self.lesion_sampling!r}"
+            )
         for modality, p in self.modality_dropout.items():
             if modality == "swi":
                 raise ValueError("modality dropout: SWI is never dropped")
@@ -306,7 +315,7 @@ def train_on_subjects(
         return dice(logits, target) + ce
 
     if provider is None:
-        provider = SubjectPatches(train, norm.channels, config.patch_size)
+        provider = SubjectPatches(train, norm.channels, config.patch_size, config.lesion_sampling)
     dropout_channels = {m: norm.channel_indices(m) for m in norm.modalities}
     losses: list[float] = []
     val_f1: list[tuple[int, float]] = []
