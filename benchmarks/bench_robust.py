@@ -23,6 +23,7 @@ Run: ``make bench-robust`` or
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -83,8 +84,10 @@ def _n_simulated(data: Path) -> int:
 
 
 def model_key(model: str) -> str:
-    """The predictions' folder name: the model and its weights (a cached run of
-    other weights under the same name, say an earlier shipped model, is not reused)."""
+    """The predictions' folder name: the model and its weights, plus a digest of
+    its whole config when post-processing or calibration were changed after
+    training (a cached run of other weights or another tuning under the same
+    name, say an earlier shipped model, is not reused)."""
     from deepmir.inference.predict import SHIPPED_MODELS, shipped_model_dir
     from deepmir.model.checkpoint import CONFIG
 
@@ -93,8 +96,11 @@ def model_key(model: str) -> str:
         if model == "default"
         else [Path(model)]
     )
-    digests = [json.loads((f / CONFIG).read_text())["weights_sha256"][:12] for f in folders]
-    return f"{Path(model).name}-{'-'.join(digests)}"
+    configs = [json.loads((f / CONFIG).read_text()) for f in folders]
+    digests = [c["weights_sha256"][:12] for c in configs]
+    tuned = [{k: c.get(k) for k in ("post_processing", "calibration")} for c in configs]
+    tuning = hashlib.sha256(json.dumps(tuned, sort_keys=True).encode()).hexdigest()[:6]
+    return f"{Path(model).name}-{'-'.join(digests)}-{tuning}"
 
 
 def subset_dataset(data: Path, keep: tuple[str, ...], out: Path) -> Path:

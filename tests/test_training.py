@@ -224,3 +224,20 @@ def test_lesion_sampling_draws_every_lesion_alike_whatever_its_size():
     assert 0.45 < shares["lesion"] < 0.55
     with pytest.raises(ValueError, match="lesion sampling"):
         candidate_centres(subject, None, "size")
+
+
+def test_pooled_cohorts_are_read_together_and_a_repeated_subject_is_refused(simulated_dataset):
+    """tune and calibrate take --data more than once (read_annotated pools the
+    folders); the same subject twice is refused with the folder named."""
+    from deepmir.io.loader import SubjectDataError
+    from deepmir.training.data import folder_record, read_annotated
+
+    one = read_annotated(simulated_dataset, ("swi",), spacing_mm=2.0)
+    assert len(one) == 2
+    with pytest.raises(SubjectDataError, match="also in"):
+        read_annotated([simulated_dataset, simulated_dataset], ("swi",), spacing_mm=2.0)
+    assert folder_record([simulated_dataset]) == str(simulated_dataset.resolve())
+    assert folder_record([simulated_dataset, simulated_dataset.parent]) == [
+        str(simulated_dataset.resolve()),
+        str(simulated_dataset.parent.resolve()),
+    ]

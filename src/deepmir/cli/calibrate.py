@@ -14,7 +14,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "real, on annotated subjects the model was not trained on (rewrites its config.json)",
     )
     p.add_argument("--model", required=True, type=Path, help="model folder")
-    p.add_argument("--data", required=True, type=Path, help="BIDS folder with reference labels")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        action="append",
+        help="BIDS folder with reference labels; repeat to pool several cohorts",
+    )
     p.add_argument(
         "--out",
         type=Path,

@@ -13,6 +13,7 @@ rewritten with the map; the weights, and their sha256, are unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from deepmir.inference.lesions import lesions_from_probabilities, voxel_spacing
 from deepmir.inference.sliding import predict_probabilities
 from deepmir.io.atomic import write_json
 from deepmir.model.checkpoint import ModelCard, load_model, save_model
-from deepmir.training.data import TrainingSubject, prepare, read_annotated
+from deepmir.training.data import TrainingSubject, folder_record, prepare, read_annotated
 
 METHODS_NOTE = (
     f"per class: isotonic regression of 'is a true positive of its class' on the raw "
@@ -84,7 +85,7 @@ def split_holdout(names: list[str], fraction: float, seed: int) -> tuple[list[st
 
 def calibrate_model(
     model_dir: str | Path,
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     out: str | Path | None = None,
     holdout_fraction: float = 0.5,
     seed: int = 0,
@@ -114,7 +115,7 @@ def calibrate_model(
         everything,
         {
             "methods": METHODS_NOTE,
-            "data": str(Path(data).resolve()),
+            "data": folder_record(data),
             "subjects": names,
             "post_processing": card.post.to_dict(),
             "held_out": None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,16 +95,41 @@ def to_working_grid(
 
 
 def read_annotated(
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     modalities: tuple[str, ...],
     spacing_mm: float | None = None,
     crop_margin: int | None = None,
     mask_jitter: float = 0.0,
     seed: int = 0,
 ) -> list[RawSubject]:
-    """Every subject of a simulated BIDS dataset with its reference labels, on
-    the working grid (:func:`iter_annotated`)."""
-    return list(iter_annotated(data, modalities, spacing_mm, crop_margin, mask_jitter, seed))
+    """Every subject of one or more simulated BIDS datasets (pooled cohorts,
+    e.g. one cohort continued in a second folder) with its reference labels,
+    on the working grid (:func:`iter_annotated`). A subject name found in two
+    folders is refused: the pooled subjects must be distinct."""
+    raw: list[RawSubject] = []
+    seen: dict[str, Path] = {}
+    for folder in as_folders(data):
+        for r in iter_annotated(folder, modalities, spacing_mm, crop_margin, mask_jitter, seed):
+            name = str(r.ref)
+            if name in seen:
+                raise SubjectDataError(
+                    folder, f"{name} is also in {seen[name]}: pool distinct subjects"
+                )
+            seen[name] = folder
+            raw.append(r)
+    return raw
+
+
+def as_folders(data: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One dataset folder or several, as a list of paths."""
+    return [Path(data)] if isinstance(data, str | Path) else [Path(d) for d in data]
+
+
+def folder_record(data: str | Path | Sequence[str | Path]) -> str | list[str]:
+    """The dataset folder(s) as recorded in a model's config: one absolute
+    path, or a list of them for pooled cohorts."""
+    paths = [str(f.resolve()) for f in as_folders(data)]
+    return paths[0] if len(paths) == 1 else paths
 
 
 def iter_annotated(

@@ -52,7 +52,9 @@ from deepmir.model.preprocess import Normalization
 from deepmir.training.data import (
     CROP_MARGIN,
     TrainingSubject,
+    as_folders,
     fit,
+    folder_record,
     iter_annotated,
     prepare,
     read_annotated,
@@ -513,7 +515,7 @@ def train_model(
             )
     if config.iterations < 1:
         raise ValueError(f"training needs at least 1 iteration, got {config.iterations}")
-    folders = [Path(data)] if isinstance(data, str | Path) else [Path(d) for d in data]
+    folders = as_folders(data)
     raw = [
         r
         for folder in folders
@@ -536,16 +538,17 @@ def train_model(
     result = train_on_subjects(
         train, val, norm, config, progress, resume_dir=resume_dir, resume=resume
     )
-    paths = [str(f.resolve()) for f in folders]
-    result.card.training["data"] = paths[0] if len(paths) == 1 else paths
+    result.card.training["data"] = folder_record(folders)
     save_model(out, result.net, result.card)
     return result
 
 
-def retune_model(model_dir: str | Path, data: str | Path) -> tuple[PostProcessing, float]:
-    """Re-choose a saved model's post-processing on another annotated dataset
-    (subjects it was never trained on) and rewrite its config.json; the
-    weights, and so their sha256, are unchanged."""
+def retune_model(
+    model_dir: str | Path, data: str | Path | Sequence[str | Path]
+) -> tuple[PostProcessing, float]:
+    """Re-choose a saved model's post-processing on other annotated datasets
+    (one or several pooled; subjects it was never trained on) and rewrite its
+    config.json; the weights, and so their sha256, are unchanged."""
     from deepmir.model.checkpoint import load_model
 
     net, card = load_model(model_dir)
@@ -559,7 +562,7 @@ def retune_model(model_dir: str | Path, data: str | Path) -> tuple[PostProcessin
     post, f1 = tune_post_processing(net, subjects, config)
     card.post = post
     card.training["post_processing_tuned_on"] = {
-        "data": str(Path(data).resolve()),
+        "data": folder_record(data),
         "subjects": [s.name for s in subjects],
         "lesion_f1": f1,
     }
