@@ -34,7 +34,13 @@ from deepmir.inference.lesions import lesions_from_probabilities, voxel_spacing
 from deepmir.inference.sliding import predict_probabilities
 from deepmir.io.atomic import write_json
 from deepmir.model.checkpoint import ModelCard, load_model, save_model
-from deepmir.training.data import TrainingSubject, folder_record, prepare, read_annotated
+from deepmir.training.data import (
+    CROP_MARGIN,
+    TrainingSubject,
+    folder_record,
+    iter_pooled,
+    prepare,
+)
 
 METHODS_NOTE = (
     f"per class: isotonic regression of 'is a true positive of its class' on the raw "
@@ -95,9 +101,9 @@ def calibrate_model(
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}")
     net, card = load_model(model_dir)
-    raw = read_annotated(data, card.modalities, card.working_spacing_mm)
-    outcomes = {
-        str(r.ref): subject_outcomes(net, prepare(r, card.normalization), card) for r in raw
+    outcomes = {  # one subject in memory at a time, cropped to the brain as in training
+        str(r.ref): subject_outcomes(net, prepare(r, card.normalization, CROP_MARGIN), card)
+        for r in iter_pooled(data, card.modalities, card.working_spacing_mm, CROP_MARGIN)
     }
     names = list(outcomes)
     fit_names, held_names = split_holdout(names, holdout_fraction, seed)

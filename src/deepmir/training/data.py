@@ -102,11 +102,23 @@ def read_annotated(
     mask_jitter: float = 0.0,
     seed: int = 0,
 ) -> list[RawSubject]:
-    """Every subject of one or more simulated BIDS datasets (pooled cohorts,
-    e.g. one cohort continued in a second folder) with its reference labels,
-    on the working grid (:func:`iter_annotated`). A subject name found in two
-    folders is refused: the pooled subjects must be distinct."""
-    raw: list[RawSubject] = []
+    """Every subject of one or more simulated BIDS datasets with its reference
+    labels, on the working grid (:func:`iter_pooled`)."""
+    return list(iter_pooled(data, modalities, spacing_mm, crop_margin, mask_jitter, seed))
+
+
+def iter_pooled(
+    data: str | Path | Sequence[str | Path],
+    modalities: tuple[str, ...],
+    spacing_mm: float | None = None,
+    crop_margin: int | None = None,
+    mask_jitter: float = 0.0,
+    seed: int = 0,
+) -> Iterator[RawSubject]:
+    """The subjects of one or more simulated BIDS datasets (pooled cohorts,
+    e.g. one cohort continued in a second folder), one at a time
+    (:func:`iter_annotated`). A subject name found in two folders is refused:
+    the pooled subjects must be distinct."""
     seen: dict[str, Path] = {}
     for folder in as_folders(data):
         for r in iter_annotated(folder, modalities, spacing_mm, crop_margin, mask_jitter, seed):
@@ -116,8 +128,7 @@ def read_annotated(
                     folder, f"{name} is also in {seen[name]}: pool distinct subjects"
                 )
             seen[name] = folder
-            raw.append(r)
-    return raw
+            yield r
 
 
 def as_folders(data: str | Path | Sequence[str | Path]) -> list[Path]:

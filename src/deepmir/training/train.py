@@ -56,8 +56,8 @@ from deepmir.training.data import (
     fit,
     folder_record,
     iter_annotated,
+    iter_pooled,
     prepare,
-    read_annotated,
 )
 from deepmir.training.provider import PatchProvider, SubjectPatches, drop_modalities
 from deepmir.training.resume import (
@@ -552,8 +552,12 @@ def retune_model(
     from deepmir.model.checkpoint import load_model
 
     net, card = load_model(model_dir)
-    raw = read_annotated(data, card.modalities, card.working_spacing_mm)
-    subjects = [prepare(r, card.normalization) for r in raw]
+    # cropped to the brain as read, as in training (a pooled tuning cohort of
+    # 72 full fields of view and their probabilities took 18 GB)
+    subjects = [
+        prepare(r, card.normalization, CROP_MARGIN)
+        for r in iter_pooled(data, card.modalities, card.working_spacing_mm, CROP_MARGIN)
+    ]
     config = TrainConfig(
         modalities=card.modalities,
         patch_size=card.patch_size,
