@@ -533,14 +533,20 @@ def train_model(
     return result
 
 
-def retune_model(model_dir: str | Path, data: str | Path) -> tuple[PostProcessing, float]:
+def retune_model(
+    model_dir: str | Path, data: str | Path, reference: str | Path | None = None
+) -> tuple[PostProcessing, float]:
     """Re-choose a saved model's post-processing on another annotated dataset
     (subjects it was never trained on) and rewrite its config.json; the
-    weights, and so their sha256, are unchanged."""
+    weights, and so their sha256, are unchanged. ``reference``: the labels'
+    folder when not ``data``'s ``derivatives/reference`` (:func:`read_annotated`)."""
+    from deepmir.io.loader import SubjectDataError
     from deepmir.model.checkpoint import load_model
 
     net, card = load_model(model_dir)
-    raw = read_annotated(data, card.modalities, card.working_spacing_mm)
+    raw = read_annotated(data, card.modalities, card.working_spacing_mm, reference=reference)
+    if not raw:
+        raise SubjectDataError(Path(reference or data), "no subject with reference labels")
     subjects = [prepare(r, card.normalization) for r in raw]
     config = TrainConfig(
         modalities=card.modalities,
