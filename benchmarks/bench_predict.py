@@ -18,8 +18,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deepmir.inference.predict import choose_model, predict_subject, write_subject
-from deepmir.io.bids import find_subjects
 from deepmir.inference.reporting import report_data
+from deepmir.io.bids import find_subjects
 from deepmir.report.html import subject_report
 
 

@@ -28,7 +28,9 @@ N_LESIONS = PAGE_SIZE + 5  # more than one page of cards
 
 
 def _payload(text: str) -> dict:
-    found = re.search(r'<script type="application/json" id="deepmir-data">(.*?)</script>', text, re.S)
+    found = re.search(
+        r'<script type="application/json" id="deepmir-data">(.*?)</script>', text, re.S
+    )
     assert found is not None
     return json.loads(found.group(1))
 
@@ -179,11 +181,11 @@ def _predictions(tmp_path: Path, data: SubjectReportData) -> Path:
     dseg = np.zeros(shape, np.uint8)
     labels = np.array([0] + [r["label"] for r in data.lesions], np.uint8)
     dseg[10 : 10 + SHAPE[0], 20 : 20 + SHAPE[1], 5 : 5 + SHAPE[2]] = labels[data.instances]
-    nib.save(nib.Nifti1Image(dseg, np.diag([*SPACING, 1.0])), anat / "sub-01_desc-deepmir_dseg.nii.gz")
+    nib.save(
+        nib.Nifti1Image(dseg, np.diag([*SPACING, 1.0])), anat / "sub-01_desc-deepmir_dseg.nii.gz"
+    )
     columns = ["lesion_id", "label", "i", "j", "k"]
-    lines = ["\t".join(columns)] + [
-        "\t".join(str(r[c]) for c in columns) for r in data.lesions
-    ]
+    lines = ["\t".join(columns)] + ["\t".join(str(r[c]) for c in columns) for r in data.lesions]
     (anat / "sub-01_desc-deepmir_lesions.tsv").write_text("\n".join(lines) + "\n")
     return out
 
@@ -303,7 +305,9 @@ def test_a_rater_clicks_through_downloads_and_the_ratings_score(tmp_path):
     card pages, add a missed lesion on a tile and one on the mosaic, download
     the TSV; it reads back into evaluate with the expected TP / FP / FN."""
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (the report's browser test)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: apt-get install -y chromium (the report's browser test)"
+        )
     from playwright.sync_api import sync_playwright
 
     data = synthetic_report(PAGE_SIZE + 2, seed=1)
@@ -314,7 +318,10 @@ def test_a_rater_clicks_through_downloads_and_the_ratings_score(tmp_path):
     rejected, relabelled = {order[1], order[-1]}, order[2]
     new_label = 3 if data.lesions[relabelled - 1]["label"] != 3 else 1
     # a mosaic slice and a voxel on it far from every lesion (the missed lesion)
-    mosaic_k = [int(float(m)) for m in re.findall(r'data-origin="0\.0,[0-9.]+,([0-9.]+)"', report.read_text())]
+    mosaic_k = [
+        int(float(m))
+        for m in re.findall(r'data-origin="0\.0,[0-9.]+,([0-9.]+)"', report.read_text())
+    ]
     far = next(
         p
         for p in np.argwhere(data.brain_mask)
@@ -338,6 +345,8 @@ def test_a_rater_clicks_through_downloads_and_the_ratings_score(tmp_path):
             else:
                 page.click(f"{card} {'.reject' if lesion_id in rejected else '.confirm'}")
         assert page.locator("#progress").inner_text().startswith(f"{len(order)} of {len(order)}")
+        page.click("#lesion-table th >> nth=0")  # sort by lesion_id
+        assert page.locator("#lesion-table tbody tr").first.get_attribute("data-id") == "1"
         # a click on the crosshair of a marked axial SWI tile gives that lesion's voxel
         target = order[-2]
         geometry = payload["lesions"][-2]["geometry"]["axial"]

@@ -207,17 +207,23 @@ def rated_reference(
         n = len(instance_labels) + 1
         reference[voxels], instances[voxels] = rating.label, n
         instance_labels[n] = rating.label
-    grid = np.stack(np.indices(dseg.shape), axis=-1).astype(np.float32)
+    reach = np.ceil(ADDED_RADIUS_MM / spacing).astype(int)
     for rating in ratings:
         if rating.status != "added":
             continue
         centre = np.round(rating.ijk).astype(int)
         if np.any(centre < 0) or np.any(centre >= dseg.shape):
             raise EvaluationInputError(
-                f"{source}: added lesion at voxel {rating.ijk} is outside the image "
-                f"{dseg.shape}"
+                f"{source}: added lesion at voxel {rating.ijk} is outside the image {dseg.shape}"
             )
-        ball = (((grid - centre) * spacing) ** 2).sum(axis=-1) <= ADDED_RADIUS_MM**2
+        box = tuple(
+            slice(max(c - r, 0), min(c + r + 1, n))
+            for c, r, n in zip(centre, reach, dseg.shape, strict=True)
+        )
+        near = np.ogrid[box]
+        squared = sum(((o - c) * s) ** 2 for o, c, s in zip(near, centre, spacing, strict=True))
+        ball = np.zeros(dseg.shape, bool)
+        ball[box] = squared <= ADDED_RADIUS_MM**2
         ball[tuple(centre)] = True
         ball &= instances == 0
         n = len(instance_labels) + 1

@@ -53,8 +53,6 @@ def ratings_dictionary() -> dict[str, Any]:
     return out
 
 
-
-
 @dataclass
 class RunDetails:
     """How the predictions were made (shown in the report's run details)."""

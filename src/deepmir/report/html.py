@@ -90,7 +90,11 @@ def _centroids(data: SubjectReportData) -> dict[int, tuple[float, float, float]]
     coords = np.indices(data.instances.shape).reshape(3, -1)[:, inside]
     sums = np.stack([np.bincount(ids[inside], weights=c, minlength=n + 1) for c in coords])
     return {
-        k: (float(sums[0, k] / counts[k]), float(sums[1, k] / counts[k]), float(sums[2, k] / counts[k]))
+        k: (
+            float(sums[0, k] / counts[k]),
+            float(sums[1, k] / counts[k]),
+            float(sums[2, k] / counts[k]),
+        )
         for k in range(1, n + 1)
         if counts[k] > 0
     }
@@ -181,7 +185,11 @@ def _whole_brain(data: SubjectReportData) -> dict[str, Any]:
     views = projections(data.brain_mask, spacing)
     for plane, view in views.items():
         view["dots"] = [
-            {"id": i, "label": label, "xy": projected_position(plane, c, data.brain_mask.shape, spacing)}
+            {
+                "id": i,
+                "label": label,
+                "xy": projected_position(plane, c, data.brain_mask.shape, spacing),
+            }
             for i, label, c in placed
         ]
     slices = []
@@ -221,7 +229,10 @@ def _run_details(data: SubjectReportData) -> list[tuple[str, str]]:
         ("minimum probability", per_class("min_probability")),
         ("maximum elongation", per_class("max_elongation")),
         ("calibration", calibration),
-        ("brain mask", "from the input" if run.mask_method == "file" else f"derived ({run.mask_method})"),
+        (
+            "brain mask",
+            "from the input" if run.mask_method == "file" else f"derived ({run.mask_method})",
+        ),
         ("input files", ", ".join(run.sources) or "n/a"),
         ("deepmir version", run.deepmir_version or __version__),
         ("date", run.date or "n/a"),
@@ -240,7 +251,9 @@ def subject_report(data: SubjectReportData) -> str:
     payload = report_payload(data)
     whole = _whole_brain(data)
     counts = {n: sum(int(r["label"]) == k for r in data.lesions) for k, n in LESION_CLASSES.items()}
-    has_regions = any(str(r.get("region", "n/a")) != "n/a" or "structure" in r for r in data.lesions)
+    has_regions = any(
+        str(r.get("region", "n/a")) != "n/a" or "structure" in r for r in data.lesions
+    )
     summary = {"subject": data.name, "counts": counts, "thumbnail": thumbnail(whole)}
     return _render(
         "subject.html.j2",

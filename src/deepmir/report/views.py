@@ -57,7 +57,9 @@ def window(volume: FloatArray, mask: npt.NDArray[np.bool_]) -> tuple[float, floa
     return float(low), float(max(high, low + 1e-6))
 
 
-def display_window(modality: str, volume: FloatArray, mask: npt.NDArray[np.bool_]) -> tuple[float, float]:
+def display_window(
+    modality: str, volume: FloatArray, mask: npt.NDArray[np.bool_]
+) -> tuple[float, float]:
     return QSM_WINDOW_PPM if modality == "qsm" else window(volume, mask)
 
 
@@ -157,9 +159,7 @@ def lesion_tiles(
     for modality, volume in images.items():
         cube = box.cut(volume)
         tiles[modality] = {
-            plane: png(
-                grey(to_picture(np.take(cube, rel[fixed], axis=fixed)), displays[modality])
-            )
+            plane: png(grey(to_picture(np.take(cube, rel[fixed], axis=fixed)), displays[modality]))
             for plane, (fixed, _, _) in PLANES.items()
         }
     geometry = {p: plane_geometry(p, box, centroid, spacing) for p in PLANES}
@@ -181,7 +181,9 @@ def lesion_tiles(
 
 def mask_outline(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     """The mask's inner edge, slice by slice (axial)."""
-    eroded = binary_erosion(mask, structure=np.array([[[0], [1], [0]], [[1], [1], [1]], [[0], [1], [0]]]))
+    eroded = binary_erosion(
+        mask, structure=np.array([[[0], [1], [0]], [[1], [1], [1]], [[0], [1], [0]]])
+    )
     return mask & ~eroded
 
 
@@ -244,7 +246,7 @@ def projections(
     on: the glass brain), per plane, with its size in mm."""
     out = {}
     for plane, (fixed, col, row) in PLANES.items():
-        silhouette = mask.any(axis=fixed)  # (column axis, row axis): col < row always
+        silhouette = np.asarray(mask.any(axis=fixed))  # (column axis, row axis): col < row always
         picture = np.where(to_picture(silhouette), 70, 20).astype(np.uint8)
         out[plane] = {
             "png": png(picture),
@@ -256,7 +258,10 @@ def projections(
 
 
 def projected_position(
-    plane: str, centroid: tuple[float, float, float], shape: tuple[int, ...], spacing: tuple[float, ...]
+    plane: str,
+    centroid: tuple[float, float, float],
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...],
 ) -> tuple[float, float]:
     """Where a RAS voxel centroid falls on a plane's projection (mm from the top left)."""
     _, col, row = PLANES[plane]

@@ -142,9 +142,9 @@ def iter_annotated(
     if problem:
         raise SubjectDataError(data, problem)
     rng = np.random.default_rng([seed, MASK_JITTER_STREAM])
-    labels = data / REFERENCE if reference is None else Path(reference)
+    label_root = data / REFERENCE if reference is None else Path(reference)
     for ref in find_subjects(data):
-        anat = ref.anat_dir(labels)
+        anat = ref.anat_dir(label_root)
         dseg_path = anat / f"{ref.prefix}_dseg.nii.gz"
         if reference is not None and not dseg_path.exists():
             continue
