@@ -407,3 +407,24 @@ def test_a_rater_clicks_through_downloads_and_the_ratings_score(tmp_path):
     fp = sum(m.false_positives for m in result.classes.values())
     fn = sum(m.false_negatives for m in result.classes.values())
     assert (tp, fp, fn) == (len(order) - 3, 2 + 1, 1 + 1)
+
+
+def test_count_plots_keep_their_axis_labels_inside(tmp_path):
+    """counts.png and bland_altman.png: no title or axis label cut off."""
+    from deepmir.evaluation.plots import bland_altman_figure, counts_figure
+
+    data = synthetic_report(6)
+    ratings = tmp_path / "ratings"
+    ratings.mkdir()
+    rows = [{**r, "status": "confirmed"} for r in data.lesions]
+    _ratings_tsv(ratings / "sub-01_desc-rater_lesions.tsv", rows)
+    result = evaluate_ratings(ratings, _predictions(tmp_path, data), n_bootstrap=0)
+    for figure in (counts_figure(result), bland_altman_figure(result)):
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+        frame = figure.bbox
+        for ax in figure.axes:
+            for text in (ax.xaxis.label, ax.yaxis.label, ax.title):
+                box = text.get_window_extent(renderer)
+                assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, text.get_text()
+                assert frame.y0 - 1 <= box.y0 and box.y1 <= frame.y1 + 1, text.get_text()
