@@ -346,3 +346,9 @@ def cohort_index(
         out=str(out),
         distributions=distributions,
     )
+
+
+def group_page(**context: Any) -> str:
+    """The BIDS-App group level's cohort page (:func:`deepmir.cohort.group.group_index`
+    gives the plain data: figures as base64 PNGs, models, CMB categories, census)."""
+    return _render("group.html.j2", **context)
