@@ -428,3 +428,13 @@ def test_count_plots_keep_their_axis_labels_inside(tmp_path):
                 box = text.get_window_extent(renderer)
                 assert frame.x0 - 1 <= box.x0 and box.x1 <= frame.x1 + 1, text.get_text()
                 assert frame.y0 - 1 <= box.y0 and box.y1 <= frame.y1 + 1, text.get_text()
+
+
+def test_a_subject_without_lesions_or_without_swi():
+    empty = subject_report(synthetic_report(0))
+    assert "No lesion found." in empty and _payload(empty)["lesions"] == []
+    data = synthetic_report(3)
+    del data.images["swi"]
+    payload = _payload(subject_report(data))
+    assert payload["planes"] == list(PLANES) and payload["modalities"] == ["qsm", "t2w"]
+    assert all("minip" not in e["tiles"]["qsm"] for e in payload["lesions"])
