@@ -18,6 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deepmir.inference.predict import choose_model, predict_subject, write_subject
+from deepmir.inference.reporting import report_data
 from deepmir.io.bids import find_subjects
 from deepmir.report.html import subject_report
 
@@ -68,7 +69,7 @@ def main() -> int:
         t0 = time.perf_counter()
         prediction = predict_subject(data, ref, model, model.card.post)
         t1 = time.perf_counter()
-        html = subject_report(prediction, model.name)
+        html = subject_report(report_data(prediction, model.card, model.card.post))
         write_subject(tmp / "out", prediction, html, save_probabilities=False)
         total = time.perf_counter() - t0
         gflop = counting.patches * flops_per_patch / 1e9

@@ -108,8 +108,14 @@ def test_reports_are_self_contained(simulated_dataset, predicted):
         text = report.read_text()
         assert "<h2>Counts</h2>" in text
         assert "http" not in text.replace("http-equiv", "")  # nothing fetched
-        if "<h2>Lesion tiles</h2>" in text:
-            assert "data:image/png;base64," in text
+        assert "data:image/png;base64," in text  # the whole-brain views at least
+        # every lesion of the table is in the report, with its tiles
+        data = text.split('id="deepmir-data">')[1].split("</script>")[0]
+        lesions = json.loads(data)["lesions"]
+        table = output_paths(predicted, ref)["lesions"].read_text().splitlines()[1:]
+        ids = sorted(int(r.split("\t")[0]) for r in table)
+        assert sorted(e["lesion_id"] for e in lesions) == ids
+        assert all("swi" in e["tiles"] for e in lesions if "tiles" in e)
 
 
 def _flip_subject(src: Path, dst: Path, ref: SubjectRef) -> None:
@@ -252,6 +258,30 @@ def test_tune_rewrites_the_post_processing_not_the_weights(simulated_dataset, ti
     keys = {"threshold", "min_size_voxels", "min_probability", "max_elongation"}
     assert set(after["post_processing"]) == keys
     assert main(["tune", "--model", str(tmp_path / "none"), "--data", str(simulated_dataset)]) == 2
+
+
+def test_tune_on_rated_subjects(simulated_dataset, tiny_model, predicted, tmp_path):
+    """The ratings a rater downloads from the reports (here: every lesion of
+    sub-01 confirmed, a missed one added) are the reference tune chooses on."""
+    from deepmir.report.data import RATINGS_COLUMNS
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    ref = find_subjects(simulated_dataset)[0]
+    rows = _lesion_rows(output_paths(predicted, ref)["lesions"])
+    lines = ["\t".join(RATINGS_COLUMNS)]
+    for r in rows:
+        rated = {**r, "status": "confirmed", "predicted_label": r["label"], "rater": "t"}
+        lines.append("\t".join(rated.get(c, "n/a") for c in RATINGS_COLUMNS))
+    lines.append("n/a\tadded\t1\tn/a\t20\t20\t20\tn/a\tn/a\tn/a\tt")
+    ratings = tmp_path / "ratings"
+    ratings.mkdir()
+    (ratings / f"{ref.prefix}_desc-rater_lesions.tsv").write_text("\n".join(lines) + "\n")
+    args = ["tune", "--model", str(model), "--data", str(simulated_dataset)]
+    assert main([*args, "--ratings", str(ratings), "--predictions", str(predicted)]) == 0
+    tuned = json.loads((model / "config.json").read_text())["training"]
+    assert tuned["post_processing_tuned_on"]["subjects"] == [ref.prefix]  # the rated one only
+    assert main([*args, "--ratings", str(ratings)]) == 2  # without --predictions
 
 
 def _lesion_rows(path: Path) -> list[dict[str, str]]:

@@ -29,11 +29,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "radius)) and report sensitivity, precision, F1, FP per subject, count agreement "
         "and Dice, pooled and over subjects, with class confusion.",
     )
-    p.add_argument(
+    truth = p.add_mutually_exclusive_group(required=True)
+    truth.add_argument(
         "--reference",
-        required=True,
         metavar="DIR",
         help="reference derivatives folder (sub-<id>/anat/sub-<id>_dseg.nii.gz, ...)",
+    )
+    truth.add_argument(
+        "--ratings",
+        metavar="DIR",
+        help="instead of a reference: a folder of ratings downloaded from the QC reports "
+        "(sub-<id>[_ses-<label>]_desc-rater_lesions.tsv): confirmed lesions are true "
+        "positives, rejected ones false positives, added ones false negatives, a changed "
+        "class a class confusion",
     )
     p.add_argument(
         "--predictions",
@@ -120,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from deepmir.evaluation import EvaluationInputError, evaluate_dataset, write_evaluation
+    from deepmir.evaluation.ratings import evaluate_ratings
     from deepmir.io.atomic import OutputError, prepare_output_dir
 
     console = Console()
@@ -127,9 +136,14 @@ def run(args: argparse.Namespace) -> int:
         console.width = max(console.width, 120)
     try:
         prepare_output_dir(args.out, create=False)  # input errors leave no folder
-        result = evaluate_dataset(
-            args.reference, args.predictions, seed=args.seed, n_bootstrap=args.n_bootstrap
-        )
+        if args.ratings is not None:
+            result = evaluate_ratings(
+                args.ratings, args.predictions, seed=args.seed, n_bootstrap=args.n_bootstrap
+            )
+        else:
+            result = evaluate_dataset(
+                args.reference, args.predictions, seed=args.seed, n_bootstrap=args.n_bootstrap
+            )
         written = write_evaluation(result, args.out)
     except (EvaluationInputError, OutputError) as error:
         print(f"deepmir evaluate: error: {error}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +24,47 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         action="append",
         help="BIDS folder with reference labels; repeat to pool several cohorts",
     )
+    p.add_argument(
+        "--ratings",
+        type=Path,
+        metavar="DIR",
+        help="tune on rated subjects instead: the ratings downloaded from the QC reports of "
+        "--predictions (the reference is then the confirmed lesions' voxels, with the "
+        "rater's class, and a 1 mm ball at each added lesion; rejected lesions are not in it)",
+    )
+    p.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="DIR",
+        help="the predictions folder the ratings rate (with --ratings)",
+    )
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from deepmir.evaluation.evaluate import EvaluationInputError
+    from deepmir.evaluation.ratings import write_rated_reference
     from deepmir.io.loader import SubjectDataError
     from deepmir.model.checkpoint import ModelError
     from deepmir.training.train import retune_model
 
     console = Console()
+    if (args.ratings is None) != (args.predictions is None):
+        console.print("[red]error:[/red] --ratings and --predictions go together")
+        return 2
+    if args.ratings is not None and len(args.data) != 1:
+        console.print("[red]error:[/red] --ratings rate one dataset: give --data once")
+        return 2
     try:
-        post, f1 = retune_model(args.model, args.data)
-    except (SubjectDataError, ModelError) as exc:
+        if args.ratings is not None:
+            with tempfile.TemporaryDirectory(prefix="deepmir-ratings-") as reference:
+                write_rated_reference(args.ratings, args.predictions, reference)
+                post, f1 = retune_model(args.model, args.data, reference)
+        else:
+            post, f1 = retune_model(args.model, args.data)
+    except (SubjectDataError, ModelError, EvaluationInputError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     console.print(

@@ -59,6 +59,8 @@ class SubjectTask:
     regions: bool = False
     #: raw GRE input: the phase's sign convention (auto, +1, -1; :mod:`deepmir.qsm.gre`)
     phase_sign: str = "auto"
+    #: the command line that started the run (shown in the report)
+    command: str = ""
     #: torch threads in the worker (None: leave the process's setting)
     torch_threads: int | None = None
     #: do nothing but the bookkeeping (the scheduling benchmark)
@@ -142,9 +144,10 @@ def run_task(task: SubjectTask) -> SubjectResult:
         registration = _regions(task, prediction, result.warnings) if task.regions else None
         html = None
         if task.report:
+            from deepmir.inference.reporting import report_data
             from deepmir.report.html import subject_report
 
-            html = subject_report(prediction, loaded.name)
+            html = subject_report(report_data(prediction, loaded.card, post, task.command))
         result.outputs = [*from_gre, *write_subject(out, prediction, html, task.save_probabilities)]
         if not from_gre:  # derivatives of an earlier run on raw GRE are not this run's
             for old_path in gre_output_paths(out, ref).values():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import json
 from dataclasses import dataclass, field
@@ -273,67 +272,34 @@ def _figures(cohort: Cohort, rows: list[dict[str, Any]]) -> list[tuple[str, str]
     return out
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def group_index(
     cohort: Cohort, rows: list[dict[str, Any]], missing: list[str], figures: bool = True
 ) -> str:
     """The cohort page: figures, the census with links to the subjects' reports,
     every model used and each subject's provenance; subjects without outputs."""
-    parts = [
-        "<h1>deepmir cohort</h1>",
-        f"<p>{len(cohort.subjects)} subject(s) with outputs; {len(missing)} without "
-        "(not run yet, or failed: see the participant runs' logs).</p>",
-    ]
-    for title, png in _figures(cohort, rows) if figures else []:
-        parts.append(f"<h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'>")
-    parts.append("<h2>Models</h2>")
-    parts.append(
-        _table(
-            ["model", "weights sha256", "card sha256", "subjects"],
-            [
-                [
-                    html.escape(str(m.get("Name"))),
-                    html.escape(str(m.get("WeightsSha256"))),
-                    html.escape(str(m.get("CardSha256"))),
-                    m["Subjects"],
-                ]
-                for m in cohort.models()
-            ],
-        )
-    )
-    categories = {c: sum(r["cmb_count_category"] == c for r in rows) for c in CMB_CATEGORIES}
-    parts.append("<h2>CMB count categories (Akoudad et al. 2016)</h2>")
-    parts.append(_table(list(CMB_CATEGORIES), [[categories[c] for c in CMB_CATEGORIES]]))
-    parts.append("<h2>Census and provenance</h2>")
+    from deepmir.report.html import group_page
+
     shown = [c for c in CENSUS_COLUMNS if c not in ("participant_id", "session_id", "output_dir")]
-    table_rows = []
-    for s, r in zip(cohort.subjects, rows, strict=True):
-        rel = html.escape(s.report_link())
-        prov = html.escape(
-            f"deepmir {s.record.get('DeepmirVersion')}, options "
-            f"{json.dumps(s.record.get('Options'))}, finished {s.record.get('Finished')}"
-        )
-        warn = "<br>".join(html.escape(w) for w in s.warnings)
-        table_rows.append(
-            [f"<a href='{rel}'>{html.escape(s.name)}</a>"]
-            + [html.escape(str(r[c])) for c in shown]
-            + [prov, warn]
-        )
-    parts.append(_table(["subject", *shown, "provenance", "warnings"], table_rows))
-    if missing:
-        parts.append("<h2>Subjects without outputs</h2><p>" + html.escape(", ".join(missing)))
-    style = (
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px}"
-    )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>deepmir cohort</title>"
-        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    subjects = [
+        {
+            "name": s.name,
+            "link": s.report_link(),
+            "cells": [str(r[c]) for c in shown],
+            "provenance": f"deepmir {s.record.get('DeepmirVersion')}, options "
+            f"{json.dumps(s.record.get('Options'))}, finished {s.record.get('Finished')}",
+            "warnings": s.warnings,
+        }
+        for s, r in zip(cohort.subjects, rows, strict=True)
+    ]
+    categories = {c: sum(r["cmb_count_category"] == c for r in rows) for c in CMB_CATEGORIES}
+    return group_page(
+        n_subjects=len(cohort.subjects),
+        missing=missing,
+        figures=_figures(cohort, rows) if figures else [],
+        models=cohort.models(),
+        categories=categories,
+        columns=shown,
+        subjects=subjects,
     )
 
 

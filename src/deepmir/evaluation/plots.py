@@ -52,7 +52,11 @@ def _grouped(
 
 def _panels(title: str) -> tuple[Figure, list[Axes]]:
     n = len(LESION_CLASSES)
-    figure = Figure(figsize=(PANEL_SIZE_INCHES * n, PANEL_SIZE_INCHES + 0.4), dpi=DPI)
+    # constrained layout keeps titles and axis labels inside the picture (equal
+    # aspect panels under a suptitle clipped the x label with tight_layout)
+    figure = Figure(
+        figsize=(PANEL_SIZE_INCHES * n, PANEL_SIZE_INCHES + 0.6), dpi=DPI, layout="constrained"
+    )
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, n, squeeze=False)[0]
     figure.suptitle(title)
@@ -92,7 +96,6 @@ def bland_altman_figure(result: EvaluationResult) -> Figure:
         ax.set_title(f"{name} (n = {agreement.n_subjects} subjects)")
         ax.set_xlabel("mean of reference and predicted count")
         ax.set_ylabel("predicted - reference count")
-    figure.tight_layout()
     return figure
 
 
@@ -120,14 +123,13 @@ def counts_figure(result: EvaluationResult) -> Figure:
         ax.set_title(f"{name} ({r_text})")
         ax.set_xlabel("reference count")
         ax.set_ylabel("predicted count")
-    figure.tight_layout()
     return figure
 
 
 def figure_png(figure: Figure) -> bytes:
     """A figure rendered as PNG bytes."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.1)
     return buffer.getvalue()
 
 

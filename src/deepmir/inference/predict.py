@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -746,6 +747,7 @@ def predict_dataset(
                 report,
                 regions=regions,
                 phase_sign=phase_sign,
+                command=shlex.join(sys.argv),
             )
         )
     todo, skipped = pending(tasks, force)

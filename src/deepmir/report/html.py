@@ -1,110 +1,306 @@
 """The QC report: one self-contained HTML file per subject, and a cohort index.
 
-Images are embedded (base64 PNG) so a report opens offline, alone, anywhere.
+Rendered with jinja2 templates (``templates/``, package data) from plain data
+(:class:`deepmir.report.data.SubjectReportData`). Everything is in the file:
+images are base64 PNGs, the script and style are inline, nothing is fetched,
+so a report opens offline, alone, anywhere. The lesion cards are drawn by the
+page's script, page by page, from a JSON block that holds every lesion's
+tiles, so a subject with hundreds of lesions opens at once.
+
+Rater mode (in the page): each lesion is confirmed or rejected and its class
+may be changed; a missed lesion is added by clicking a tile; the ratings
+download as ``<subject>_desc-rater_lesions.tsv`` (:mod:`deepmir.evaluation.ratings`
+reads them back) with its JSON data dictionary.
 """
 
 from __future__ import annotations
 
-import html
+import functools
+import json
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import jinja2
 import numpy as np
 
 from deepmir import __version__
-from deepmir.inference.orientation import Reorientation
 from deepmir.labels import LESION_CLASSES
-from deepmir.report.tiles import COLOURS, QSM_WINDOW_PPM, tile_png, window
+from deepmir.report.data import (
+    MODALITIES,
+    RATINGS_COLUMNS,
+    RATINGS_SUFFIX,
+    SubjectReportData,
+    ratings_dictionary,
+)
+from deepmir.report.views import (
+    COLOURS,
+    HALF_FIELD_MM,
+    MASK_COLOUR,
+    MINIP_SLAB_MM,
+    PLANES,
+    QSM_WINDOW_PPM,
+    display_window,
+    lesion_tiles,
+    mosaic,
+    projected_position,
+    projections,
+)
 
-if TYPE_CHECKING:
-    from deepmir.inference.predict import SubjectPrediction
-
-#: at most this many lesions get image tiles (largest first); the table lists all
-MAX_TILED_LESIONS = 60
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;
-text-align:right}th{background:#eee}.cards{display:flex;flex-wrap:wrap;gap:10px}
-.card{border:1px solid #ccc;padding:4px;font-size:12px}.card img{margin-right:2px}
-.cmb{color:#d00}.iron{color:#c70}.calcification{color:#06c}.failed{color:#b00}
-.warning{color:#a60}
-"""
+#: lesion cards drawn per page
+PAGE_SIZE = 20
+#: the id of the report's summary block (read back by the cohort index)
+SUMMARY_ID = "deepmir-summary"
+METHODS_REFERENCE = (
+    "Rashid T, Abdulkadir A, Nasrallah IM, et al. DEEPMIR: a deep neural network for "
+    "differential detection of cerebral microbleeds and iron deposits in MRI. "
+    "Sci Rep 2021;11:14124."
+)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+@functools.cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("deepmir.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html.j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(
+        colours=COLOURS,
+        classes=LESION_CLASSES,
+        mask_colour="#{:02x}{:02x}{:02x}".format(*MASK_COLOUR),
+        version=__version__,
+    )
+    return env
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body>{body}"
-        f"<p><small>deepmir {__version__}</small></p></body></html>\n"
+def _render(template: str, **context: Any) -> str:
+    return _environment().get_template(template).render(**context)
+
+
+def _centroids(data: SubjectReportData) -> dict[int, tuple[float, float, float]]:
+    """Each lesion's centroid in RAS crop voxels (from its voxels; the table's
+    i, j, k are on the input grid)."""
+    ids = data.instances.ravel()
+    inside = ids > 0
+    n = int(ids.max(initial=0))
+    counts = np.bincount(ids[inside], minlength=n + 1)
+    coords = np.indices(data.instances.shape).reshape(3, -1)[:, inside]
+    sums = np.stack([np.bincount(ids[inside], weights=c, minlength=n + 1) for c in coords])
+    return {
+        k: (
+            float(sums[0, k] / counts[k]),
+            float(sums[1, k] / counts[k]),
+            float(sums[2, k] / counts[k]),
+        )
+        for k in range(1, n + 1)
+        if counts[k] > 0
+    }
+
+
+def lesion_flags(row: dict[str, Any]) -> list[str]:
+    """What a rater should look at twice (from the lesion's class, QSM and region)."""
+    flags = []
+    chi = row.get("chi_ppm")
+    label = int(row["label"])
+    if isinstance(chi, (int, float)):
+        if label in (1, 2) and chi < 0:
+            flags.append("negative chi for a paramagnetic class")
+        if label == 3 and chi > 0:
+            flags.append("positive chi for a calcification")
+    structure = str(row.get("structure", "n/a"))
+    if label == 2 and structure == "other":
+        flags.append("iron deposit outside the deep grey nuclei")
+    return flags
+
+
+def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Most probable first (then largest, then id)."""
+    return sorted(
+        rows, key=lambda r: (-float(r["probability"]), -float(r["volume_mm3"]), r["lesion_id"])
     )
 
 
-def subject_report(prediction: SubjectPrediction, model_name: str) -> str:
-    """Counts per class, the lesion table and tiles (SWI, QSM, T2w) per lesion."""
-    name = str(prediction.ref)
-    rows = prediction.table
-    counts = [
-        [f"<span class='{n}'>{n}</span>", sum(r["name"] == n for r in rows)]
-        for n in LESION_CLASSES.values()
-    ]
-    columns = ["lesion_id", "name", "x", "y", "z", "volume_mm3", "probability", "chi_ppm"]
-    lesion_rows = [
-        [f"<span class='{r['name']}'>{r[c]}</span>" if c == "name" else r[c] for c in columns]
-        for r in rows
-    ]
-    body = [
-        f"<h1>{html.escape(name)}</h1>",
-        f"<p>model: {html.escape(model_name)}. Tiles: axial, anterior up, subject's right on "
-        "the right (neurological); QSM window "
-        f"{QSM_WINDOW_PPM[0]} to {QSM_WINDOW_PPM[1]} ppm.</p>",
-        "<h2>Counts</h2>",
-        _table(["class", "lesions"], counts),
-        "<h2>Lesions</h2>",
-        _table(columns, lesion_rows) if rows else "<p>No lesion found.</p>",
-    ]
-    if rows:
-        body.append("<h2>Lesion tiles</h2>")
-        body.append(_tiles(prediction))
-    return _page(f"deepmir QC {name}", "\n".join(body))
+def report_payload(data: SubjectReportData) -> dict[str, Any]:
+    """The JSON the page's script draws from: every lesion with its tiles."""
+    data.check()
+    spacing = data.spacing
+    images = {m: data.images[m] for m in MODALITIES if m in data.images}
+    displays = {m: display_window(m, v, data.brain_mask) for m, v in images.items()}
+    centroids = _centroids(data)
+    lesions = []
+    for row in _ordered(data.lesions):
+        centroid = centroids.get(int(row["lesion_id"]))
+        entry: dict[str, Any] = {
+            k: row.get(k)
+            for k in (
+                "lesion_id",
+                "label",
+                "name",
+                "i",
+                "j",
+                "k",
+                "x",
+                "y",
+                "z",
+                "volume_mm3",
+                "probability",
+                "chi_ppm",
+                "region",
+                "structure",
+            )
+        }
+        entry["flags"] = lesion_flags(row)
+        if centroid is not None:  # lost on a coarse input grid: table only
+            entry["tiles"], entry["geometry"] = lesion_tiles(images, displays, centroid, spacing)
+        lesions.append(entry)
+    return {
+        "subject": data.name,
+        "modalities": list(images),
+        "planes": [*PLANES, "minip"] if "swi" in images else list(PLANES),
+        "affine": np.round(data.affine, 5).tolist(),
+        "toInput": np.round(data.to_input_voxel, 5).tolist(),
+        "colours": {str(k): v for k, v in COLOURS.items()},
+        "classes": {str(k): v for k, v in LESION_CLASSES.items()},
+        "lesions": lesions,
+        "pageSize": PAGE_SIZE,
+        "ratingsFile": data.name + RATINGS_SUFFIX,
+        "ratingsColumns": list(RATINGS_COLUMNS),
+        "ratingsDictionary": ratings_dictionary(),
+        "storageKey": f"deepmir-ratings:{data.name}:{data.run.date}",
+    }
 
 
-def _tiles(prediction: SubjectPrediction) -> str:
-    subject = prediction.subject  # the brain crop: tiles stop at its edge
-    orient = Reorientation.of(subject.crop_affine, subject.shape)
-    images = {m: orient.forward(v) for m, v in subject.images.items()}
-    mask = orient.forward(prediction.brain_mask).astype(bool)
-    instances = orient.forward(prediction.lesions.instances)
-    displays = {m: QSM_WINDOW_PPM if m == "qsm" else window(v, mask) for m, v in images.items()}
-    order = sorted(prediction.table, key=lambda r: -r["volume_mm3"])[:MAX_TILED_LESIONS]
-    cards = []
-    for row in order:
-        lesion = instances == row["lesion_id"]
-        if not lesion.any():  # lost on a coarse input grid (another lesion holds its voxel)
-            continue
-        i, j, k = (int(round(c)) for c in np.argwhere(lesion).mean(axis=0))
-        centre = (i, j, k)
-        label = row["label"]
-        tiles = "".join(
-            f"<img title='{m}' alt='{m}' src='data:image/png;base64,"
-            f"{tile_png(images[m], lesion, centre, displays[m], COLOURS[label])}'>"
-            for m in ("swi", "qsm", "t2w")
-            if m in images
+def _whole_brain(data: SubjectReportData) -> dict[str, Any]:
+    spacing = data.spacing
+    shown = next((m for m in MODALITIES if m in data.images), None)
+    centroids = _centroids(data)
+    placed = [
+        (int(r["lesion_id"]), int(r["label"]), centroids[int(r["lesion_id"])])
+        for r in data.lesions
+        if int(r["lesion_id"]) in centroids
+    ]
+    views = projections(data.brain_mask, spacing)
+    for plane, view in views.items():
+        view["dots"] = [
+            {
+                "id": i,
+                "label": label,
+                "xy": projected_position(plane, c, data.brain_mask.shape, spacing),
+            }
+            for i, label, c in placed
+        ]
+    slices = []
+    if shown is not None:
+        volume = data.images[shown]
+        display = display_window(shown, volume, data.brain_mask)
+        slices = mosaic(volume, display, data.brain_mask, spacing, placed)
+    return {"modality": shown, "mosaic": slices, "projections": views}
+
+
+def _run_details(data: SubjectReportData) -> list[tuple[str, str]]:
+    run = data.run
+    post = run.post_processing
+    classes = list(LESION_CLASSES.values())
+
+    def per_class(key: str) -> str:
+        values = post.get(key)
+        if not isinstance(values, list):
+            return str(values)
+        return ", ".join(
+            f"{c} {'none' if v is None else v}" for c, v in zip(classes, values, strict=False)
         )
-        cards.append(
-            f"<div class='card'><b class='{row['name']}'>#{row['lesion_id']} {row['name']}"
-            f"</b> {row['volume_mm3']} mm³, p {row['probability']}, χ {row['chi_ppm']} ppm"
-            f"<br>{tiles}<br>{' / '.join(m for m in ('swi', 'qsm', 't2w') if m in images)}"
-            "</div>"
-        )
-    more = len(prediction.table) - len(order)
-    note = f"<p>{more} smaller lesion(s) not tiled.</p>" if more > 0 else ""
-    return f"<div class='cards'>{''.join(cards)}</div>{note}"
+
+    calibration = (
+        "; ".join(f"{c}: {m}" for c, m in run.calibration.items())
+        if run.calibration
+        else "none (probability = the raw mean class score)"
+    )
+    return [
+        ("command", run.command or "n/a"),
+        ("model", run.model_name),
+        ("weights sha256", run.weights_sha256 or "n/a"),
+        ("model inputs", "+".join(run.modalities)),
+        ("working grid", f"{run.working_spacing_mm} mm isotropic"),
+        ("probability threshold", str(post.get("threshold"))),
+        ("minimum size (voxels)", per_class("min_size_voxels")),
+        ("minimum probability", per_class("min_probability")),
+        ("maximum elongation", per_class("max_elongation")),
+        ("calibration", calibration),
+        (
+            "brain mask",
+            "from the input" if run.mask_method == "file" else f"derived ({run.mask_method})",
+        ),
+        ("input files", ", ".join(run.sources) or "n/a"),
+        ("deepmir version", run.deepmir_version or __version__),
+        ("date", run.date or "n/a"),
+    ]
+
+
+def thumbnail(whole: dict[str, Any]) -> dict[str, Any] | None:
+    """The axial glass brain with its lesion dots (the cohort index shows it)."""
+    axial = whole["projections"].get("axial")
+    return None if axial is None else {k: axial[k] for k in ("png", "w", "h", "dots")}
+
+
+def subject_report(data: SubjectReportData) -> str:
+    """The subject's report: counts, run details, methods, whole-brain views, the
+    lesion table, lesion cards (three planes, SWI minIP) and rater mode."""
+    payload = report_payload(data)
+    whole = _whole_brain(data)
+    counts = {n: sum(int(r["label"]) == k for r in data.lesions) for k, n in LESION_CLASSES.items()}
+    has_regions = any(
+        str(r.get("region", "n/a")) != "n/a" or "structure" in r for r in data.lesions
+    )
+    summary = {"subject": data.name, "counts": counts, "thumbnail": thumbnail(whole)}
+    return _render(
+        "subject.html.j2",
+        data=data,
+        run=data.run,
+        counts=counts,
+        rows=[{**r, "flags": lesion_flags(r)} for r in _ordered(data.lesions)],
+        has_regions=has_regions,
+        payload=payload,
+        whole=whole,
+        details=_run_details(data),
+        summary=summary,
+        summary_id=SUMMARY_ID,
+        reference=METHODS_REFERENCE,
+        qsm_window=QSM_WINDOW_PPM,
+        field_mm=2 * HALF_FIELD_MM,
+        slab_mm=MINIP_SLAB_MM,
+    )
+
+
+def read_summary(report: Path) -> dict[str, Any] | None:
+    """The summary block of a subject's report (None: no report, or an older one)."""
+    try:
+        text = report.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = re.search(
+        rf'<script type="application/json" id="{SUMMARY_ID}">(.*?)</script>', text, re.DOTALL
+    )
+    if found is None:
+        return None
+    try:
+        value = json.loads(found.group(1))
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _report_path(name: str) -> str:
+    sub = name.split("_")[0]
+    ses = name.split("_")[1] if "_" in name else None
+    return f"{sub}/{ses + '/' if ses else ''}anat/{name}_desc-deepmir_report.html"
+
+
+def _histogram(values: list[int]) -> list[dict[str, int]]:
+    top = max(values, default=0)
+    return [{"count": c, "subjects": values.count(c)} for c in range(top + 1)]
 
 
 def cohort_index(
@@ -115,35 +311,44 @@ def cohort_index(
     warnings: dict[str, list[str]] | None = None,
     models: dict[str, str] | None = None,
 ) -> str:
-    """Every subject with its model, its counts and a link to its report, and its
-    warnings; failures with their error. ``model_name``: the models used."""
+    """Every subject (sortable table: model, counts, warnings, a thumbnail of
+    its lesions, a link to its report), the distribution of counts per class
+    over subjects, and failures with their error."""
     warnings = warnings or {}
     models = models or {}
-    rows: list[list[Any]] = []
+    subjects = []
     for name in sorted(set(counts) | set(failed)):
-        if name in counts:
-            sub = name.split("_")[0]
-            ses = name.split("_")[1] if "_" in name else None
-            rel = f"{sub}/{ses + '/' if ses else ''}anat/{name}_desc-deepmir_report.html"
-            notes = "<br>".join(
-                f"<span class='warning'>warning: {html.escape(w)}</span>"
-                for w in warnings.get(name, [])
-            )
-            rows.append(
-                [f"<a href='{rel}'>{html.escape(name)}</a>", html.escape(models.get(name, ""))]
-                + [counts[name][n] for n in LESION_CLASSES.values()]
-                + [notes]
-            )
-        else:
-            rows.append(
-                [html.escape(name), html.escape(models.get(name, ""))]
-                + [""] * len(LESION_CLASSES)
-                + [f"<span class='failed'>{html.escape(failed[name])}</span>"]
-            )
-    body = (
-        f"<h1>deepmir cohort report</h1><p>{len(counts)} subject(s) predicted, "
-        f"{len(failed)} failed; model(s) {html.escape(model_name)}; outputs in "
-        f"{html.escape(str(out))}</p>"
-        + _table(["subject", "model", *LESION_CLASSES.values(), "error or warning"], rows)
+        link = _report_path(name)
+        summary = read_summary(Path(out) / link) if name in counts else None
+        subjects.append(
+            {
+                "name": name,
+                "link": link if name in counts else None,
+                "model": models.get(name, ""),
+                "counts": counts.get(name),
+                "total": sum(counts[name].values()) if name in counts else None,
+                "warnings": warnings.get(name, []),
+                "error": failed.get(name),
+                "thumbnail": summary.get("thumbnail") if summary else None,
+            }
+        )
+    distributions = []
+    for label, name in LESION_CLASSES.items():
+        bins = _histogram([counts[n][name] for n in counts])
+        top = max((b["subjects"] for b in bins), default=0)
+        distributions.append({"label": label, "name": name, "bins": bins, "top": top})
+    return _render(
+        "index.html.j2",
+        subjects=subjects,
+        n_done=len(counts),
+        n_failed=len(failed),
+        model_name=model_name,
+        out=str(out),
+        distributions=distributions,
     )
-    return _page("deepmir cohort report", body)
+
+
+def group_page(**context: Any) -> str:
+    """The BIDS-App group level's cohort page (:func:`deepmir.cohort.group.group_index`
+    gives the plain data: figures as base64 PNGs, models, CMB categories, census)."""
+    return _render("group.html.j2", **context)

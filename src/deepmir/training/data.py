@@ -101,10 +101,13 @@ def read_annotated(
     crop_margin: int | None = None,
     mask_jitter: float = 0.0,
     seed: int = 0,
+    reference: str | Path | None = None,
 ) -> list[RawSubject]:
     """Every subject of one or more simulated BIDS datasets with its reference
     labels, on the working grid (:func:`iter_pooled`)."""
-    return list(iter_pooled(data, modalities, spacing_mm, crop_margin, mask_jitter, seed))
+    return list(
+        iter_pooled(data, modalities, spacing_mm, crop_margin, mask_jitter, seed, reference)
+    )
 
 
 def iter_pooled(
@@ -114,14 +117,22 @@ def iter_pooled(
     crop_margin: int | None = None,
     mask_jitter: float = 0.0,
     seed: int = 0,
+    reference: str | Path | None = None,
 ) -> Iterator[RawSubject]:
     """The subjects of one or more simulated BIDS datasets (pooled cohorts,
     e.g. one cohort continued in a second folder), one at a time
     (:func:`iter_annotated`). A subject name found in two folders is refused:
-    the pooled subjects must be distinct."""
+    the pooled subjects must be distinct. ``reference``: :func:`iter_annotated`
+    (one dataset only)."""
+    folders = as_folders(data)
+    if reference is not None and len(folders) != 1:
+        raise ValueError("a reference folder goes with one dataset, not pooled ones")
     seen: dict[str, Path] = {}
-    for folder in as_folders(data):
-        for r in iter_annotated(folder, modalities, spacing_mm, crop_margin, mask_jitter, seed):
+    for folder in folders:
+        labelled = iter_annotated(
+            folder, modalities, spacing_mm, crop_margin, mask_jitter, seed, reference
+        )
+        for r in labelled:
             name = str(r.ref)
             if name in seen:
                 raise SubjectDataError(
@@ -150,6 +161,7 @@ def iter_annotated(
     crop_margin: int | None = None,
     mask_jitter: float = 0.0,
     seed: int = 0,
+    reference: str | Path | None = None,
 ) -> Iterator[RawSubject]:
     """Read the subjects of a simulated BIDS dataset one at a time, with their
     reference labels, on the working grid (:func:`to_working_grid`).
@@ -164,16 +176,23 @@ def iter_annotated(
     half of the time, from the magnitude alone as for SWI-only input), so
     that the network learns to work with either. Reference lesions outside
     the mask used are dropped (nothing outside a mask is ever predicted).
+
+    ``reference``: the reference labels' folder (default ``derivatives/reference``
+    in ``data``); with one given, only the subjects it has labels for are read
+    (a rated subset: :func:`deepmir.evaluation.ratings.write_rated_reference`).
     """
     data = Path(data)
     problem = dataset_problem(data)
     if problem:
         raise SubjectDataError(data, problem)
     rng = np.random.default_rng([seed, MASK_JITTER_STREAM])
+    label_root = data / REFERENCE if reference is None else Path(reference)
     for ref in find_subjects(data):
-        subject = load_subject(data, ref, modalities)
-        anat = ref.anat_dir(data / REFERENCE)
+        anat = ref.anat_dir(label_root)
         dseg_path = anat / f"{ref.prefix}_dseg.nii.gz"
+        if reference is not None and not dseg_path.exists():
+            continue
+        subject = load_subject(data, ref, modalities)
         if not dseg_path.exists():
             raise SubjectDataError(dseg_path, "reference labels are missing")
         dseg = np.asarray(read_nifti(dseg_path)[1]).astype(np.uint8)

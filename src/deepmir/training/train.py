@@ -544,11 +544,16 @@ def train_model(
 
 
 def retune_model(
-    model_dir: str | Path, data: str | Path | Sequence[str | Path]
+    model_dir: str | Path,
+    data: str | Path | Sequence[str | Path],
+    reference: str | Path | None = None,
 ) -> tuple[PostProcessing, float]:
     """Re-choose a saved model's post-processing on other annotated datasets
     (one or several pooled; subjects it was never trained on) and rewrite its
-    config.json; the weights, and so their sha256, are unchanged."""
+    config.json; the weights, and so their sha256, are unchanged.
+    ``reference``: the labels' folder when not ``data``'s
+    ``derivatives/reference`` (:func:`read_annotated`; one dataset)."""
+    from deepmir.io.loader import SubjectDataError
     from deepmir.model.checkpoint import load_model
 
     net, card = load_model(model_dir)
@@ -556,8 +561,15 @@ def retune_model(
     # 72 full fields of view and their probabilities took 18 GB)
     subjects = [
         prepare(r, card.normalization, CROP_MARGIN)
-        for r in iter_pooled(data, card.modalities, card.working_spacing_mm, CROP_MARGIN)
+        for r in iter_pooled(
+            data, card.modalities, card.working_spacing_mm, CROP_MARGIN, reference=reference
+        )
     ]
+    if not subjects:
+        raise SubjectDataError(
+            Path(reference) if reference else as_folders(data)[0],
+            "no subject with reference labels",
+        )
     config = TrainConfig(
         modalities=card.modalities,
         patch_size=card.patch_size,
