@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -112,3 +117,36 @@ def stand_in_models(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
     monkeypatch.setattr(predict_module, "shipped_model", shipped)
     return built
+
+
+def _validator() -> str:
+    found = shutil.which("bids-validator-deno") or shutil.which(
+        "bids-validator-deno", path=str(Path(sys.executable).parent)
+    )
+    if found is None:
+        pytest.fail("bids-validator-deno is not installed: pip install -e '.[dev]'")
+    return found
+
+
+def validate(root: Path) -> dict[str, Any]:
+    """The validator's JSON report of the dataset ``root``."""
+    done = subprocess.run(
+        [_validator(), "--format", "json", "--no-color", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    try:
+        report: dict[str, Any] = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"bids-validator-deno failed on {root}: {done.stderr[-2000:]}")
+    return report
+
+
+def bids_errors(report: dict[str, Any]) -> list[str]:
+    """The errors of a validator report (code, file, detail), for asserts."""
+    return [
+        f"{i['code']} {i.get('location', '')} {i.get('subCode', '')}".strip()
+        for i in report["issues"]["issues"]
+        if i["severity"] == "error"
+    ]

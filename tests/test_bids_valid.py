@@ -9,52 +9,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import stand_in_models
+from conftest import bids_errors, stand_in_models, validate
 
 from deepmir.cli import main
 from deepmir.inference.predict import output_paths, predict_dataset
 from deepmir.io.bids import SubjectRef
 
 REFERENCE = Path("derivatives") / "reference"
-
-
-def _validator() -> str:
-    found = shutil.which("bids-validator-deno") or shutil.which(
-        "bids-validator-deno", path=str(Path(sys.executable).parent)
-    )
-    if found is None:
-        pytest.fail("bids-validator-deno is not installed: pip install -e '.[dev]'")
-    return found
-
-
-def validate(root: Path) -> dict[str, Any]:
-    """The validator's JSON report of the dataset ``root``."""
-    done = subprocess.run(
-        [_validator(), "--format", "json", "--no-color", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    try:
-        report: dict[str, Any] = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        pytest.fail(f"bids-validator-deno failed on {root}: {done.stderr[-2000:]}")
-    return report
-
-
-def errors(report: dict[str, Any]) -> list[str]:
-    return [
-        f"{i['code']} {i.get('location', '')} {i.get('subCode', '')}".strip()
-        for i in report["issues"]["issues"]
-        if i["severity"] == "error"
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +40,14 @@ def datasets(simulated_dataset, tmp_path_factory) -> tuple[Path, Path]:
 def test_the_simulated_dataset_is_valid_bids(datasets):
     data, _ = datasets
     report = validate(data)
-    assert errors(report) == []
+    assert bids_errors(report) == []
     assert sorted(report["summary"]["subjects"]) == ["01", "02"]
     # the validator does check these files: without .bidsignore the SWI and the
     # raw brain mask (no BIDS names yet) are errors
     bare = data.parent / "bare"
     shutil.copytree(data, bare, ignore=shutil.ignore_patterns("derivatives"))
     (bare / ".bidsignore").unlink()
-    flagged = errors(validate(bare))
+    flagged = bids_errors(validate(bare))
     assert any("NOT_INCLUDED" in e and e.endswith("_swi.nii.gz") for e in flagged), flagged
     participants = json.loads((data / "participants.json").read_text())
     header = (data / "participants.tsv").read_text().splitlines()[0].split("\t")
@@ -94,7 +59,7 @@ def test_the_reference_annotations_are_valid_bids_derivatives(datasets):
     data, _ = datasets
     reference = data / REFERENCE
     report = validate(reference)
-    assert errors(report) == []
+    assert bids_errors(report) == []
     assert report["summary"]["dataProcessed"] or report["summary"]["totalFiles"] > 0
     description = json.loads((reference / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
@@ -117,7 +82,7 @@ def test_the_reference_annotations_are_valid_bids_derivatives(datasets):
 def test_the_predictions_are_valid_bids_derivatives(datasets):
     data, out = datasets
     report = validate(out)
-    assert errors(report) == []
+    assert bids_errors(report) == []
     description = json.loads((out / "dataset_description.json").read_text())
     assert (out / description["DatasetLinks"]["raw"]).resolve() == data.resolve()
     assert all(not s["URL"].startswith(("/", "file:")) for s in description["SourceDatasets"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import bids_errors, validate
 
 from deepmir.inference.fromgre import gre_echoes, gre_output_paths
 from deepmir.io.bids import find_subjects
@@ -198,6 +199,8 @@ def test_predict_on_raw_gre_only_writes_swi_qsm_and_a_prediction(
     dseg_json = json.loads((out / "sub-02" / "anat" / "sub-02_desc-deepmir_dseg.json").read_text())
     assert any("desc-fromgre_Chimap" in s for s in dseg_json["Sources"])
     assert (out / "sub-02" / "anat" / "sub-02_desc-deepmir_dseg.nii.gz").exists()
+    # the SWI and QSM computed from raw GRE are valid BIDS derivatives
+    assert bids_errors(validate(out)) == []
 
 
 def test_t2starw_magnitude_with_a_phase_partner_is_raw_gre_not_swi(

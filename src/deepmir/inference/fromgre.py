@@ -106,7 +106,12 @@ def derive_from_gre(
         ),
         "qsm-json": lambda tmp: tmp.write_text(
             json_text(
-                {"Description": "QSM computed by deepmir from raw GRE", "Units": "ppm", **sidecar}
+                {
+                    "Description": "QSM computed by deepmir from raw GRE",
+                    "Units": "ppm",
+                    "SkullStripped": True,  # chi is 0 outside the brain mask
+                    **sidecar,
+                }
             ),
             encoding="utf-8",
         ),
