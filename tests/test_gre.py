@@ -142,6 +142,9 @@ def test_simulate_writes_raw_gre_with_sidecars(gre_dataset: Path, phantom: Phant
     sidecar = json.loads((anat / "sub-02_echo-2_part-phase_MEGRE.json").read_text())
     assert sidecar["EchoTime"] == pytest.approx(phantom.echo_times_s[1])
     assert sidecar["Units"] == "rad" and sidecar["MagneticFieldStrength"] == 3.0
+    # the randomized raw dataset with raw GRE, and its reference, are valid BIDS
+    assert bids_errors(validate(gre_dataset)) == []
+    assert bids_errors(validate(gre_dataset / "derivatives" / "reference")) == []
 
 
 def test_discovery_finds_echoes_and_reads_echo_times(gre_dataset: Path, phantom: Phantom) -> None:

@@ -496,7 +496,8 @@ PARTICIPANT_COLUMNS: dict[str, dict[str, object]] = {
     },
     "b0_t": {"Description": "main field strength", "Units": "T"},
     "echoes": {"Description": "number of GRE echoes"},
-    "voxel_mm": {"Description": "voxel size (x by y by z)", "Units": "mm"},
+    # not a number: no Units (the validator would then require numbers)
+    "voxel_mm": {"Description": "voxel size in mm along the image axes, such as 0.7x0.7x1.6"},
     "swi": {
         "Description": "SWI processing",
         "Levels": {
