@@ -16,7 +16,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 import deepmir.inference.predict as predict_module
 from deepmir.cli import main
@@ -28,9 +27,6 @@ from deepmir.inference.predict import (
 )
 from deepmir.io.bids import DiscoveryError, SubjectRef, find_subjects, parse_filters
 from deepmir.io.loader import SubjectDataError, load_subject
-from deepmir.model.checkpoint import ModelCard
-from deepmir.model.network import TinyNetworkConfig
-from deepmir.model.preprocess import Normalization
 
 #: the phantom files of one subject: contract suffix -> file name ending
 FILES = ("T2w", "swi", "Chimap", "desc-brain_mask")
@@ -291,49 +287,6 @@ def test_filter_null_run_and_suffix(simulated_dataset, tmp_path):
 # --- a model per subject -------------------------------------------------------------
 
 
-class _QsmThreshold(torch.nn.Module):
-    """A stand-in network: CMB wherever the paramagnetic QSM channel exceeds 5
-    (0.5 ppm at the scale below), background elsewhere."""
-
-    def __init__(self, channel: int) -> None:
-        super().__init__()
-        self.channel = channel
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = x[:, self.channel]
-        zeros = torch.zeros_like(q)
-        return torch.stack([zeros, 4.0 * (q - 5.0), zeros - 20.0, zeros - 20.0], 1)
-
-
-@pytest.fixture
-def stand_in_shipped(monkeypatch) -> dict[str, int]:
-    """Two shipped models (t2w-swi-qsm, swi-qsm: the per-subject choice between
-    models of different needs) replaced by stand-ins (2 mm working grid);
-    returns how often each was built."""
-    monkeypatch.setattr(predict_module, "SHIPPED_MODELS", ("t2w-swi-qsm", "swi-qsm"))
-    built: dict[str, int] = {}
-    cache: dict[str, LoadedModel] = {}
-
-    def shipped(name: str) -> LoadedModel:
-        if name not in cache:
-            modalities = tuple(name.split("-"))
-            card = ModelCard(
-                network=TinyNetworkConfig(),
-                normalization=Normalization(modalities, qsm_scale_ppm=0.1),
-                patch_size=(32, 32, 32),
-                seed=0,
-                working_spacing_mm=2.0,
-                weights_sha256=f"stand-in-{name}",
-            )
-            net = _QsmThreshold(card.normalization.channel_indices("qsm")[0])
-            cache[name] = LoadedModel(net, card, f"default ({name})")
-            built[name] = built.get(name, 0) + 1
-        return cache[name]
-
-    monkeypatch.setattr(predict_module, "shipped_model", shipped)
-    return built
-
-
 def _sidecar(out: Path, ref: SubjectRef) -> dict:
     return json.loads(output_paths(out, ref)["dseg-json"].read_text())
 
@@ -450,8 +403,12 @@ def test_cli_session_id_filter_file_and_qsm_dir(simulated_dataset, tmp_path, sta
     written = sorted(p.name for p in out.rglob("*_dseg.nii.gz"))
     assert written == ["sub-01_ses-2_desc-deepmir_dseg.nii.gz"]
     sources = _sidecar(out, SubjectRef("01", "2"))["Sources"]
-    assert "sub-01/ses-2/anat/sub-01_ses-2_acq-swi_T2starw.nii" in sources
-    assert str(qsm / "sub-01/ses-2/anat/sub-01_ses-2_Chimap.nii.gz") in sources
+    assert "bids:raw:sub-01/ses-2/anat/sub-01_ses-2_acq-swi_T2starw.nii" in sources
+    # the --qsm-dir is a source dataset of its own, linked relative to the output
+    assert "bids:qsm:sub-01/ses-2/anat/sub-01_ses-2_Chimap.nii.gz" in sources
+    links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
+    assert (out / links["qsm"]).resolve() == qsm.resolve()
+    assert (out / links["raw"]).resolve() == data.resolve()
     # without the filter, sub-02's *_swi is read (swi ranks before T2starw)
     assert _run_cli(data, tmp_path / "o2", "--session-id", "2", "--qsm-dir", str(qsm)) == 0
     # usage errors: exit 2 before any work

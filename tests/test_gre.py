@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import bids_errors, validate
 
 from deepmir.inference.fromgre import gre_echoes, gre_output_paths
 from deepmir.io.bids import find_subjects
@@ -141,6 +142,9 @@ def test_simulate_writes_raw_gre_with_sidecars(gre_dataset: Path, phantom: Phant
     sidecar = json.loads((anat / "sub-02_echo-2_part-phase_MEGRE.json").read_text())
     assert sidecar["EchoTime"] == pytest.approx(phantom.echo_times_s[1])
     assert sidecar["Units"] == "rad" and sidecar["MagneticFieldStrength"] == 3.0
+    # the randomized raw dataset with raw GRE, and its reference, are valid BIDS
+    assert bids_errors(validate(gre_dataset)) == []
+    assert bids_errors(validate(gre_dataset / "derivatives" / "reference")) == []
 
 
 def test_discovery_finds_echoes_and_reads_echo_times(gre_dataset: Path, phantom: Phantom) -> None:
@@ -198,6 +202,8 @@ def test_predict_on_raw_gre_only_writes_swi_qsm_and_a_prediction(
     dseg_json = json.loads((out / "sub-02" / "anat" / "sub-02_desc-deepmir_dseg.json").read_text())
     assert any("desc-fromgre_Chimap" in s for s in dseg_json["Sources"])
     assert (out / "sub-02" / "anat" / "sub-02_desc-deepmir_dseg.nii.gz").exists()
+    # the SWI and QSM computed from raw GRE are valid BIDS derivatives
+    assert bids_errors(validate(out)) == []
 
 
 def test_t2starw_magnitude_with_a_phase_partner_is_raw_gre_not_swi(

@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
+from conftest import QsmThreshold
 
 from deepmir.inference.lesions import PostProcessing
 from deepmir.inference.predict import (
@@ -177,16 +177,6 @@ def test_a_lesion_smaller_than_an_input_voxel_keeps_one():
     assert instances_forward(tiny, fine)[1, 1, 1] == 1
 
 
-class _QsmThreshold(torch.nn.Module):
-    """A stand-in network: CMB wherever the paramagnetic QSM channel exceeds 5
-    (0.5 ppm at the scale below), background elsewhere."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qsm_plus = x[:, 2]
-        zeros = torch.zeros_like(qsm_plus)
-        return torch.stack([zeros, 4.0 * (qsm_plus - 5.0), zeros - 20.0, zeros - 20.0], 1)
-
-
 def _threshold_model(spacing_mm: float) -> LoadedModel:
     card = ModelCard(
         network=TinyNetworkConfig(),
@@ -195,7 +185,7 @@ def _threshold_model(spacing_mm: float) -> LoadedModel:
         seed=0,
         working_spacing_mm=spacing_mm,
     )
-    return LoadedModel(_QsmThreshold(), card, "qsm-threshold")
+    return LoadedModel(QsmThreshold(2), card, "qsm-threshold")
 
 
 def _decimate(src: Path, dst: Path, ref: SubjectRef) -> None:
@@ -237,7 +227,10 @@ def test_predict_on_an_anisotropic_input(simulated_dataset, tmp_path):
     np.testing.assert_allclose(dseg.affine, source.affine, atol=1e-5)
     assert nib.load(paths["prob-1"]).shape == source.shape
     sidecar = json.loads(paths["dseg-json"].read_text())
-    assert "sub-01/anat/sub-01_swi.nii.gz" in sidecar["Sources"]
+    assert "bids:raw:sub-01/anat/sub-01_swi.nii.gz" in sidecar["Sources"]
+    assert sidecar["SpatialReference"] == "bids:raw:sub-01/anat/sub-01_swi.nii.gz"
+    probseg = json.loads(paths["prob-json-1"].read_text())
+    assert probseg["Sources"] == sidecar["Sources"] and "cmb" in probseg["Description"]
     grid = sidecar["WorkingGrid"]
     assert grid["identity"] is False
     assert grid["source_voxel_size_mm"] == [2.0, 2.0, 4.0]

@@ -74,7 +74,7 @@ def _participant(args: argparse.Namespace, console: object) -> int:
 def _group(args: argparse.Namespace, console: object) -> int:
     from rich.console import Console
 
-    from deepmir.cohort.group import run_group
+    from deepmir.cohort.group import run_group, source_datasets
     from deepmir.inference.predict import select_subjects
     from deepmir.io.atomic import OutputError, prepare_output_dir
 
@@ -91,7 +91,7 @@ def _group(args: argparse.Namespace, console: object) -> int:
             raise OutputError(folder, "no such folder of deepmir outputs (run participant first)")
     prepare_output_dir(args.output_dir)
     outcome = run_group(
-        [args.bids_dir],
+        source_datasets(args.bids_dir, args.qsm_dir),
         [args.output_dir, *args.derivatives],
         args.output_dir,
         expected=[str(r) for r in refs],

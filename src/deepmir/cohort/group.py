@@ -22,6 +22,7 @@ import base64
 import csv
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,15 @@ from typing import Any
 from deepmir import __version__
 from deepmir.cohort import provenance
 from deepmir.io.atomic import json_text, write_text
-from deepmir.labels import CMB, IRON, LESION_CLASSES, REGIONS
+from deepmir.io.bids_meta import (
+    BIDS_VERSION,
+    DERIVATIVE_IGNORE,
+    lesions_dictionary,
+    source_links,
+    write_bidsignore,
+    write_readme,
+)
+from deepmir.labels import CMB, IRON, LESION_CLASSES, REGIONS, dseg_tsv
 
 CENSUS = "group_census.tsv"
 CMB_CATEGORIES = ("0", "1", "2-4", ">=5")
@@ -193,7 +202,16 @@ def census_tsv(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dataset_description(cohort: Cohort, roots: list[Path]) -> dict[str, Any]:
+def source_datasets(root: Path, qsm_dir: str | Path | None = None) -> dict[str, Path]:
+    """The predictions' source datasets by link name (``DatasetLinks``): ``raw``,
+    the input dataset, and ``qsm``, the ``--qsm-dir`` folder when given."""
+    links = {"raw": Path(root)}
+    if qsm_dir is not None:
+        links["qsm"] = Path(qsm_dir)
+    return links
+
+
+def dataset_description(cohort: Cohort, links: Mapping[str, Path], dest: Path) -> dict[str, Any]:
     """The derivative's description, listing every model any subject was made with."""
     models = cohort.models()
     described = "; ".join(
@@ -201,15 +219,16 @@ def dataset_description(cohort: Cohort, roots: list[Path]) -> dict[str, Any]:
         f"{m['Subjects']} subject(s)"
         for m in models
     )
-    return {**derivative_description(described, roots), "DeepmirModels": models}
+    return {**derivative_description(described, links, dest), "DeepmirModels": models}
 
 
-def derivative_description(described: str, roots: list[Path]) -> dict[str, Any]:
-    """A deepmir derivative's ``dataset_description.json``: ``described`` says
-    which models made it (empty: none yet), ``roots`` are its source datasets."""
+def derivative_description(described: str, links: Mapping[str, Path], dest: Path) -> dict[str, Any]:
+    """A deepmir derivative's ``dataset_description.json`` in ``dest``: ``described``
+    says which models made it (empty: none yet), ``links`` are its source datasets
+    (:func:`source_datasets`), linked relative to ``dest``."""
     return {
         "Name": "deepmir predictions",
-        "BIDSVersion": "1.9.0",
+        "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
         "GeneratedBy": [
             {
@@ -218,8 +237,45 @@ def derivative_description(described: str, roots: list[Path]) -> dict[str, Any]:
                 "Description": described or "no subject could be predicted",
             }
         ],
-        "SourceDatasets": [{"URL": Path(r).resolve().as_uri()} for r in roots],
+        **source_links(links, dest),
     }
+
+
+PREDICTIONS_README = """
+# deepmir predictions
+
+Cerebral microbleeds (CMB), iron deposits and calcifications detected by deepmir
+in the dataset `DatasetLinks.raw` (see `dataset_description.json`: the deepmir
+version and the models used, with their weights' sha256). Per subject
+(`sub-<id>[/ses-<s>]/anat/`):
+
+- `*_desc-deepmir_dseg.nii.gz`: lesion classes on the input's grid, labels in
+  `dseg.tsv` (0 background, 1 cmb, 2 iron, 3 calcification); its JSON sidecar
+  names the input files (`Sources`, BIDS URIs), the grid the network ran on and
+  the model;
+- `*_label-<class>_desc-deepmir_probseg.nii.gz` (`--save-probabilities`): the
+  class probability (0-1) per voxel;
+- `*_desc-deepmir_lesions.tsv`: one row per lesion, columns described in
+  `lesions.json`;
+- `*_desc-brain_mask.nii.gz`: the brain mask, only where deepmir derived it;
+- `*_desc-deepmir_report.html`: the QC report (`index.html`: the cohort page);
+- `*_desc-deepmir_provenance.json`: what made the subject's outputs.
+
+The group level adds `group_census.tsv` (described in `group_census.json`).
+`.bidsignore` lists the files BIDS has no name for (lesion tables, reports,
+provenance records, census, SWI computed from raw GRE).
+"""
+
+
+def write_dataset_files(dest: Path) -> None:
+    """The predictions' ``dseg.tsv``, README (kept when there is one),
+    ``lesions.json`` and ``.bidsignore`` (:mod:`deepmir.io.bids_meta`)."""
+    from deepmir.inference.predict import LESION_COLUMNS
+
+    write_text(dest / "dseg.tsv", dseg_tsv())
+    write_readme(dest, PREDICTIONS_README, replace=False)
+    write_text(dest / "lesions.json", json_text(lesions_dictionary(LESION_COLUMNS)))
+    write_bidsignore(dest, DERIVATIVE_IGNORE)
 
 
 def _figure_png(fig: Any) -> str:
@@ -313,16 +369,17 @@ class GroupOutcome:
 
 
 def run_group(
-    roots: list[Path],
+    links: Mapping[str, Path],
     outs: list[Path],
     dest: Path,
     expected: list[str] | None = None,
     figures: bool = True,
 ) -> GroupOutcome:
     """Write ``group_census.tsv`` (+ its JSON description), ``index.html`` and
-    ``dataset_description.json`` in ``dest`` from the subjects in ``outs``.
-    ``expected``: the subjects that should have outputs (the others are
-    listed as missing)."""
+    ``dataset_description.json`` (with the README, data dictionaries and
+    ``.bidsignore``) in ``dest`` from the subjects in ``outs``. ``links``: the
+    source datasets (:func:`source_datasets`); ``expected``: the subjects that
+    should have outputs (the others are listed as missing)."""
     cohort = read_cohort(outs)
     rows = census_rows(cohort)
     have = {s.name for s in cohort.subjects}
@@ -335,5 +392,8 @@ def run_group(
     )
     index = dest / "index.html"
     write_text(index, group_index(cohort, rows, missing, figures))
-    write_text(dest / "dataset_description.json", json_text(dataset_description(cohort, roots)))
+    write_text(
+        dest / "dataset_description.json", json_text(dataset_description(cohort, links, dest))
+    )
+    write_dataset_files(dest)
     return GroupOutcome(census, index, len(cohort.subjects), missing, cohort.duplicates)

@@ -25,6 +25,7 @@ import numpy as np
 
 from deepmir.io.atomic import json_text, nifti_image, write_all
 from deepmir.io.bids import SubjectRef
+from deepmir.io.bids_meta import bids_uri
 from deepmir.io.loader import SubjectDataError, read_nifti
 from deepmir.qsm.gre import GreEcho, read_echo_time, read_gre, swi_qsm_from_gre
 
@@ -95,6 +96,7 @@ def derive_from_gre(
     result = swi_qsm_from_gre(data, mask, phase_sign)
     paths = gre_output_paths(out, ref)
     sidecar = result.sidecar(data, root)
+    sidecar["Sources"] = [bids_uri(s, out, {}) for s in sidecar["Sources"]]  # BIDS URIs
     writers = {
         "swi": lambda tmp: nib.save(nifti_image(result.swi, data.affine, np.float32), tmp),
         "qsm": lambda tmp: nib.save(nifti_image(result.chimap, data.affine, np.float32), tmp),
@@ -104,7 +106,12 @@ def derive_from_gre(
         ),
         "qsm-json": lambda tmp: tmp.write_text(
             json_text(
-                {"Description": "QSM computed by deepmir from raw GRE", "Units": "ppm", **sidecar}
+                {
+                    "Description": "QSM computed by deepmir from raw GRE",
+                    "Units": "ppm",
+                    "SkullStripped": True,  # chi is 0 outside the brain mask
+                    **sidecar,
+                }
             ),
             encoding="utf-8",
         ),

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import shlex
 import sys
 from collections.abc import Callable, Iterable
@@ -70,9 +69,10 @@ from deepmir.io.bids import (
     find_subjects,
     parse_filters,
 )
+from deepmir.io.bids_meta import bids_uri
 from deepmir.io.loader import Subject, SubjectDataError, load_subject
 from deepmir.io.plausibility import check_images
-from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
+from deepmir.labels import LABELS, LESION_CLASSES
 from deepmir.model.checkpoint import ModelCard, ModelError, check_modalities, load_model
 from deepmir.model.preprocess import derive_brain_mask, normalize
 
@@ -463,9 +463,11 @@ def output_paths(out: Path, ref: SubjectRef) -> dict[str, Path]:
         "lesions": anat / f"{p}_desc-deepmir_lesions.tsv",
         "report": anat / f"{p}_desc-deepmir_report.html",
         "mask": anat / f"{p}_desc-brain_mask.nii.gz",
+        "mask-json": anat / f"{p}_desc-brain_mask.json",
     }
     for label, name in LESION_CLASSES.items():
         paths[f"prob-{label}"] = anat / f"{p}_label-{name}_desc-deepmir_probseg.nii.gz"
+        paths[f"prob-json-{label}"] = anat / f"{p}_label-{name}_desc-deepmir_probseg.json"
     return paths
 
 
@@ -510,17 +512,21 @@ def write_subject(
 
         return write
 
+    sidecars = output_sidecars(out, prediction)
     writers: dict[str, Callable[[Path], None]] = {
         "dseg": dseg,
-        "dseg-json": text(json.dumps(dseg_sidecar(prediction), indent=2) + "\n"),
+        "dseg-json": text(json_text(sidecars["dseg-json"])),
         "lesions": text(lesions_tsv(prediction.table)),
     }
     if report_html is not None:
         writers["report"] = text(report_html)
     if prediction.derived_mask is not None:
         writers["mask"] = mask
+        writers["mask-json"] = text(json_text(sidecars["mask-json"]))
     if save_probabilities:
-        writers.update({f"prob-{label}": probability(label) for label in LESION_CLASSES})
+        for label in LESION_CLASSES:
+            writers[f"prob-{label}"] = probability(label)
+            writers[f"prob-json-{label}"] = text(json_text(sidecars[f"prob-json-{label}"]))
     write_all({paths[name]: write for name, write in writers.items()})
     current = paths["dseg"]
     try:
@@ -555,20 +561,47 @@ def discard_outputs(out: Path, ref: SubjectRef) -> str:
     return ""
 
 
-def dseg_sidecar(prediction: SubjectPrediction) -> dict[str, Any]:
-    """The dseg's BIDS JSON sidecar: what it is, from which files, and the working
-    grid the network ran on (:meth:`Resampler.to_dict`)."""
-    return {
-        "Description": "deepmir lesion segmentation (labels in dseg.tsv) on the input's own "
-        "grid and affine; the network ran on WorkingGrid (the RAS-reoriented input "
-        "resampled to the model's voxel size) and the lesions were put back on the input grid",
-        "Sources": prediction.sources,
-        "WorkingGrid": prediction.working_grid.to_dict(),
-        "Model": prediction.model,
-        "BrainMask": "the input's desc-brain_mask"
-        if prediction.mask_method == "file"
-        else f"derived by deepmir ({prediction.mask_method}): desc-brain_mask next to this file",
+def output_sidecars(out: Path, prediction: SubjectPrediction) -> dict[str, dict[str, Any]]:
+    """The BIDS JSON sidecars of a subject's outputs (keys of :func:`output_paths`):
+    the dseg's (what it is, its input files as BIDS URIs, the working grid the
+    network ran on, :meth:`Resampler.to_dict`, and the model), each probseg's and
+    the derived brain mask's."""
+    qsm_dir = prediction.ref.files.qsm_dir if prediction.ref.files is not None else None
+    links = {"qsm": Path(qsm_dir)} if qsm_dir else {}
+    sources = [bids_uri(s, out, links) for s in prediction.sources]
+    # the grid of the outputs: the SWI's (every input shares it)
+    grid = prediction.subject.paths.get("swi", next(iter(prediction.subject.paths.values())))
+    on_grid = [u for u in sources if u.endswith("/" + grid.name)]
+    common = {"Sources": sources, "SpatialReference": (on_grid or sources)[0]}
+    sidecars: dict[str, dict[str, Any]] = {
+        "dseg-json": {
+            "Description": "deepmir lesion segmentation (labels in dseg.tsv) on the input's "
+            "own grid and affine; the network ran on WorkingGrid (the RAS-reoriented input "
+            "resampled to the model's voxel size) and the lesions were put back on the input "
+            "grid",
+            **common,
+            "WorkingGrid": prediction.working_grid.to_dict(),
+            "Model": prediction.model,
+            "BrainMask": "the input's desc-brain_mask"
+            if prediction.mask_method == "file"
+            else f"derived by deepmir ({prediction.mask_method}): desc-brain_mask next to "
+            "this file",
+        },
+        "mask-json": {
+            "Description": f"brain mask derived by deepmir ({prediction.mask_method}), "
+            "used by the lesion detection",
+            **common,
+            "Type": "Brain",
+        },
     }
+    for label, name in LESION_CLASSES.items():
+        sidecars[f"prob-json-{label}"] = {
+            "Description": f"deepmir probability (0-1) of {name} per voxel, on the input's "
+            "grid (computed on the working grid, linearly resampled back)",
+            **common,
+            "Model": prediction.model,
+        }
+    return sidecars
 
 
 @dataclass
@@ -675,7 +708,13 @@ def predict_dataset(
     this run or earlier ones, such as the other jobs of an array)."""
     from deepmir.cohort import provenance
     from deepmir.cohort.execute import ModelSpec, SubjectTask, execute, pending, remember_model
-    from deepmir.cohort.group import dataset_description, derivative_description, read_cohort
+    from deepmir.cohort.group import (
+        dataset_description,
+        derivative_description,
+        read_cohort,
+        source_datasets,
+        write_dataset_files,
+    )
     from deepmir.report.html import cohort_index
 
     root, out = Path(data), Path(out)
@@ -694,18 +733,23 @@ def predict_dataset(
         n = sum(c is loaded for c in choices.values())
         log(f"model: {loaded.name}, modalities {'+'.join(loaded.card.modalities)}: {n} subject(s)")
     description = out / "dataset_description.json"
+    links = source_datasets(root, qsm_dir)
     if not description.exists():
         try:
             described = "; ".join(
                 f"model {m.name}, weights sha256 {m.card.weights_sha256}" for m in used
             )
-            write_text(description, json_text(derivative_description(described, [root])))
+            write_text(description, json_text(derivative_description(described, links, out)))
         except OSError as exc:
             raise OutputError(description, f"cannot be written: {os_reason(exc)}") from exc
     try:
-        write_text(out / "dseg.tsv", dseg_tsv())
+        write_dataset_files(out)
     except OSError as exc:
-        raise OutputError(out / "dseg.tsv", f"cannot be written: {os_reason(exc)}") from exc
+        raise OutputError(
+            out,
+            "its dataset files (dseg.tsv, lesions.json, README.md, .bidsignore) cannot be "
+            f"written: {os_reason(exc)}",
+        ) from exc
     options = {
         "Threshold": threshold,
         "SaveProbabilities": save_probabilities,
@@ -781,7 +825,7 @@ def predict_dataset(
     # the cohort as it is on disk: this run's subjects and every earlier one's
     cohort = read_cohort([out])
     try:
-        write_text(description, json_text(dataset_description(cohort, [root])))
+        write_text(description, json_text(dataset_description(cohort, links, out)))
     except OSError as exc:
         outcome.index_error = f"{description}: cannot be written: {os_reason(exc)}"
         log(f"FAILED: {outcome.index_error}")

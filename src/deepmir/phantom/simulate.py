@@ -31,6 +31,19 @@ from deepmir.io.atomic import (
     write_text,
 )
 from deepmir.io.bids import SubjectRef
+from deepmir.io.bids_meta import (
+    BIDS_VERSION,
+    RAW_IGNORE,
+    REFERENCE_CHI,
+    REFERENCE_IGNORE,
+    bids_uri,
+    instances_lookup,
+    lesions_dictionary,
+    source_links,
+    write_bidsignore,
+    write_dictionary,
+    write_readme,
+)
 from deepmir.labels import LABELS, LESION_CLASSES, dseg_tsv
 from deepmir.phantom.anatomy import DeformationParams, Grid, SubjectAnatomy
 from deepmir.phantom.params import SubjectParams, draw_subject_params
@@ -103,8 +116,7 @@ def lesion_table(params: SubjectParams, images: SubjectImages) -> pd.DataFrame:
                 "swi_te_s": round(params.acquisition.swi_te_s, 5),
             }
         )
-    columns = [*LESION_COLUMNS, "region", "name", "host", "delta_chi_ppm", "swi_te_s"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=lesion_columns())
 
 
 def _sidecars(params: SubjectParams) -> dict[str, dict[str, object]]:
@@ -127,6 +139,33 @@ def _sidecars(params: SubjectParams) -> dict[str, dict[str, object]]:
             "QSMMethod": a.qsm_method,
             "QSMParameter": a.qsm_parameter,
             "B0Direction": [float(v) for v in _b0(params)],
+        },
+    }
+
+
+def _reference_sidecars(root: Path, ref: SubjectRef) -> dict[str, dict[str, object]]:
+    """The JSON sidecars of a subject's reference segmentations (BIDS URIs into the
+    raw dataset; the instance segmentation gets its own lookup table,
+    ``desc-instances_dseg.tsv``, and overrides every key of the class one's)."""
+    reference = root / REFERENCE
+    links = {"raw": root}
+    params = ref.anat_dir(reference) / f"{ref.prefix}_desc-phantom_params.json"
+    common = {
+        "Sources": [bids_uri(params, reference, links)],
+        "SpatialReference": bids_uri(ref.modality_path(root, "swi"), reference, links),
+    }
+    return {
+        f"{ref.prefix}_dseg.json": {
+            "Description": "reference lesion classes of the phantom (ground truth, drawn "
+            "with the images from the parameter record): labels in dseg.tsv",
+            **common,
+        },
+        f"{ref.prefix}_desc-instances_dseg.json": {
+            "Description": "reference lesion instances: each voxel holds its lesion's "
+            f"lesion_id in {ref.prefix}_lesions.tsv (0: none); the lookup table "
+            f"{ref.prefix}_desc-instances_dseg.tsv names each lesion id's class, not the "
+            "classes of dseg.tsv",
+            **common,
         },
     }
 
@@ -158,6 +197,12 @@ def write_subject(
         ref_dir / f"{ref.prefix}_desc-instances_dseg.nii.gz", images.instances, aff, np.int16
     )
     table = lesion_table(params, images)
+    for name, sidecar in _reference_sidecars(root, ref).items():
+        write_json(ref_dir / name, sidecar)
+    write_text(
+        ref_dir / f"{ref.prefix}_desc-instances_dseg.tsv",
+        instances_lookup(dict(zip(table.lesion_id, table.label, strict=True))),
+    )
     write_text(ref_dir / f"{ref.prefix}_lesions.tsv", table.to_csv(sep="\t", index=False))
     write_text(ref_dir / f"{ref.prefix}_desc-phantom_params.json", params.to_json())
     if preview:
@@ -298,7 +343,7 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
         root / "dataset_description.json",
         {
             "Name": "deepmir phantom cohort",
-            "BIDSVersion": "1.9.0",
+            "BIDSVersion": BIDS_VERSION,
             "DatasetType": "raw",
             "GeneratedBy": [{"Name": "deepmir simulate", "Version": __version__}],
             "deepmir_simulation": {
@@ -316,9 +361,10 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
         root / REFERENCE / "dataset_description.json",
         {
             "Name": "deepmir phantom reference annotations",
-            "BIDSVersion": "1.9.0",
+            "BIDSVersion": BIDS_VERSION,
             "DatasetType": "derivative",
             "GeneratedBy": [{"Name": "deepmir simulate", "Version": __version__}],
+            **source_links({"raw": root}, root / REFERENCE),
             "deepmir_simulation": {"seed": config.seed, "grid_size": config.grid_size},
         },
     )
@@ -355,6 +401,7 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
     ]
     _merge_tsv(root / "participants.tsv", counts[["participant_id", *acq_columns]])
     _merge_tsv(root / REFERENCE / "lesion_counts.tsv", counts.drop(columns=acq_columns))
+    write_metadata(root)
     return counts
 
 
@@ -438,6 +485,103 @@ def prepare_folder(config: SimulationConfig) -> tuple[Path, dict[str, object] | 
                 raise OutputError(entry, f"cannot be removed: {os_reason(exc)}") from exc
     prepare_output_dir(root)
     return root, None
+
+
+PARTICIPANT_COLUMNS: dict[str, dict[str, object]] = {
+    "participant_id": {"Description": "the phantom subject"},
+    "swi_te_ms": {"Description": "echo time of the SWI", "Units": "ms"},
+    "qsm_method": {
+        "Description": "dipole inversion of the QSM",
+        "Levels": {"tkd": "truncated k-space division", "tikhonov": "Tikhonov-regularized"},
+    },
+    "b0_t": {"Description": "main field strength", "Units": "T"},
+    "echoes": {"Description": "number of GRE echoes"},
+    # not a number: no Units (the validator would then require numbers)
+    "voxel_mm": {"Description": "voxel size in mm along the image axes, such as 0.7x0.7x1.6"},
+    "swi": {
+        "Description": "SWI processing",
+        "Levels": {
+            "3d": "3D homodyne high-pass phase mask",
+            "2d": "slice-wise homodyne high-pass phase mask",
+            "swan": "magnitude only (SWAN-like)",
+        },
+    },
+    "qsm_bg": {
+        "Description": "background-field removal of the QSM",
+        "Levels": {
+            "ideal": "exact, plus a smooth residual",
+            "sharp": "SHARP",
+            "vsharp": "V-SHARP",
+        },
+    },
+}
+COUNT_COLUMNS: dict[str, dict[str, object]] = {
+    "participant_id": {"Description": "the phantom subject"},
+    **{
+        f"n_{name}": {"Description": f"number of {name} lesions"}
+        for name in LESION_CLASSES.values()
+    },
+    "n_veins": {"Description": "number of veins (unlabelled mimics)"},
+}
+RAW_README = """
+# deepmir phantom cohort
+
+Simulated T2w, SWI and QSM (`Chimap`, ppm) of phantom subjects with cerebral
+microbleeds, iron deposits and calcifications (labelled) and veins
+(unlabelled mimics), written by `deepmir simulate` (see `GeneratedBy` and
+`deepmir_simulation` in `dataset_description.json` for the version, seed and
+options that regenerate it). `participants.tsv` lists each subject's
+acquisition; the reference labels are the derivative dataset
+`derivatives/reference`.
+
+`.bidsignore` lists the files BIDS has no name for yet: the SWI
+(`*_swi.nii.gz`; the `swi` suffix is proposed in bids-specification PR #2538)
+and the brain masks (`*_desc-brain_mask.nii.gz`; `mask` is a derivatives-only
+suffix). With `--raw-gre` the raw multi-echo GRE is `*_echo-<n>_part-mag|phase_MEGRE`.
+"""
+REFERENCE_README = """
+# deepmir phantom reference annotations
+
+Ground truth of the phantom cohort in `../..` (`DatasetLinks.raw`), written by
+`deepmir simulate` with the images: per subject
+
+- `sub-<id>_dseg.nii.gz`: lesion classes, labels in `dseg.tsv`
+  (0 background, 1 cmb, 2 iron, 3 calcification);
+- `sub-<id>_desc-instances_dseg.nii.gz`: lesion instances, each voxel holding its
+  `lesion_id` (its own lookup table `sub-<id>_desc-instances_dseg.tsv` gives each
+  lesion's class);
+- `sub-<id>_lesions.tsv`: one row per lesion (columns described in `lesions.json`);
+- `sub-<id>_desc-phantom_params.json`: the parameter record that regenerates the
+  subject's images.
+
+`lesion_counts.tsv` (described in `lesion_counts.json`) counts the lesions and
+veins per subject. `.bidsignore` lists the files BIDS has no name for
+(the lesion tables, parameter records, counts and preview figures).
+"""
+
+
+def write_metadata(root: Path) -> None:
+    """README, data dictionaries and ``.bidsignore`` of the raw dataset and of its
+    reference annotations (``deepmir.io.bids_meta``)."""
+    reference = root / REFERENCE
+    write_readme(root, RAW_README)
+    header = (root / "participants.tsv").read_text(encoding="utf-8").split("\n", 1)[0]
+    write_dictionary(
+        root / "participants.json", {c: PARTICIPANT_COLUMNS[c] for c in header.split("\t")}
+    )
+    write_bidsignore(root, RAW_IGNORE)
+    write_readme(reference, REFERENCE_README)
+    write_dictionary(
+        reference / "lesions.json",
+        lesions_dictionary(lesion_columns(), {"chi_ppm": REFERENCE_CHI}),
+    )
+    write_dictionary(reference / "lesion_counts.json", COUNT_COLUMNS)
+    write_bidsignore(reference, REFERENCE_IGNORE)
+
+
+def lesion_columns() -> list[str]:
+    """The columns of the reference's ``lesions.tsv``."""
+    return [*LESION_COLUMNS, "region", "name", "host", "delta_chi_ppm", "swi_te_s"]
 
 
 def _merge_tsv(path: Path, new: pd.DataFrame) -> None:
