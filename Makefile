@@ -72,9 +72,9 @@ $(V01_MODEL)/config.json: $(TRAIN_DATA)/dataset_description.json $(TUNE_DATA)/da
 
 train-v0.1: $(V01_MODEL)/config.json
 
-# the shipped model: v0.3 (below), copied into the package
-train-default: train-v0.3
-	cp $(V03_MODEL)/model.safetensors $(V03_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
+# the shipped model: v0.4 (below), copied into the package
+train-default: train-v0.4
+	cp $(V04_MODEL)/model.safetensors $(V04_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
 
 cv: $(TRAIN_DATA)/dataset_description.json
 	$(BIN)/deepmir cv --data $(TRAIN_DATA) --folds 4 --out build/cv --iterations $(TRAIN_ITERATIONS)
