@@ -68,6 +68,7 @@ def _participant(args: argparse.Namespace, console: object) -> int:
     if args.n_workers is None:
         args.n_workers = default_workers()[0]
     args.data, args.out = args.bids_dir, args.output_dir
+    args.cohort_files = False  # each job writes its own subjects only; group builds the rest
     return predict_run(args)
 
 

@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             regions=args.regions,
             phase_sign=args.phase_sign,
+            cohort_files=getattr(args, "cohort_files", True),
             threshold=args.threshold,
             save_probabilities=args.save_probabilities,
             report=not args.no_report,
@@ -168,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         f"{n_ok} subject(s) predicted, {n_bad} failed{skipped}; outputs in {args.out}",
         highlight=False,
     )
-    if not args.no_report:
-        console.print(f"cohort report: {args.out / 'index.html'}", highlight=False)
+    if not getattr(args, "cohort_files", True):
+        console.print("cohort census and index.html: the group level builds them", highlight=False)
+    elif not args.no_report:
+        index = args.out / "index.html"
+        console.print(f"cohort report (this run's subjects): {index}", highlight=False)
     return 1 if n_bad or outcome.index_error else 0
