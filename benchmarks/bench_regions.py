@@ -37,6 +37,14 @@ from deepmir.cohort import regions
 RESULTS = Path(__file__).parent / "results"
 
 
+def _simulation(data: Path) -> object:
+    """How ``deepmir simulate`` made the cohort (its dataset description)."""
+    try:
+        return json.loads((data / "dataset_description.json").read_text())["deepmir_simulation"]
+    except (OSError, ValueError, KeyError):
+        return "not a deepmir simulate cohort"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=6, help="phantoms")
@@ -92,7 +100,7 @@ def main() -> int:
             if args.data
             else f"python benchmarks/bench_regions.py --n {args.n} --size {args.size} "
             f"--seed {args.seed} --threads {args.threads}",
-            "phantoms": f"the cohort in {args.data}"
+            "phantoms": f"the cohort in {args.data}: {_simulation(args.data)}"
             if args.data
             else f"{args.n} {args.size} phantoms (seed {args.seed})",
             "lesions": total,

@@ -277,7 +277,8 @@ def register_to_mni(
     metric = reg.GetMetricValue()
     # subject -> template (LPS points): the affine stage as subject -> MNI (RAS)
     matrix = _affine_matrix(affine_t)
-    transform, mesh = None, ()
+    transform: Any = None
+    mesh: tuple[int, ...] = ()
     if deformable:
         size = np.asarray(fixed.GetSize()) * np.asarray(fixed.GetSpacing())
         mesh = tuple(max(1, int(round(float(n) / BSPLINE_SPACING_MM))) for n in size)
