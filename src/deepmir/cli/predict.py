@@ -16,7 +16,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "predict",
         help="find CMBs, iron deposits and calcifications with a (shipped) model",
         description="Writes, per subject, desc-deepmir_dseg, lesions.tsv and a QC report "
-        "(BIDS derivatives, on each input's own grid) plus a cohort index.html.",
+        "(BIDS derivatives, on each input's own grid) plus an index.html of the run's "
+        "subjects.",
     )
     p.add_argument("--data", required=True, type=Path, help="raw BIDS folder")
     p.add_argument("--out", required=True, type=Path, help="derivatives folder to write")
