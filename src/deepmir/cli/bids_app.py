@@ -2,8 +2,9 @@
 
 The fMRIPrep / MRIQC convention: ``participant`` predicts the (selected)
 subjects on Dask (a local cluster sized to the machine, or ``--scheduler``),
-skipping those whose outputs are current, and writes nothing but their
-outputs (no cohort file: array jobs neither race nor rescan the folder);
+skipping those whose outputs are current; it writes their outputs, dseg.tsv
+and (when absent) a placeholder dataset description, no cohort file, and
+reads no other subject's (array jobs neither race nor rescan the folder);
 ``group`` builds the cohort census, index and dataset description from
 what is on disk in OUTPUT_DIR (and any ``--derivatives`` folders), so array
 jobs of one subject each compose.
