@@ -199,16 +199,56 @@ def test_dask_workers_and_scheduler_give_the_serial_outputs(dataset, model, tmp_
     assert _products(remote) == _products(serial)
 
 
-def test_a_broken_subject_does_not_stop_the_dask_run(dataset, model, tmp_path):
+def test_a_broken_subject_does_not_stop_the_dask_run(dataset, model, tmp_path, capsys):
     data = _copy(dataset, tmp_path)
     (data / "sub-03" / "anat" / "sub-03_T2w.nii.gz").write_bytes(b"not a nifti")
     out = tmp_path / "out"
     args = [str(data), str(out), "participant", "--model", str(model), "--n-workers", "2"]
     args.append("--no-regions")
     assert main([*args, "--threads-per-worker", "1"]) == 1
+    assert "sub-03_T2w.nii.gz" in capsys.readouterr().out  # the failure, with its file
     assert {s.name for s in read_cohort([out]).subjects} == {"sub-01", "sub-02"}
+    assert main([str(data), str(out), "group"]) == 1  # sub-03 has no outputs
+    assert "sub-03" in (out / "index.html").read_text()
+
+
+def test_participant_runs_touch_only_their_subject_and_group_builds_the_cohort(
+    dataset, model, tmp_path, monkeypatch
+):
+    """An array job (participant level) neither reads the other subjects' records
+    nor writes the cohort files (quadratic, and racy, over an array);
+    ``deepmir predict`` indexes its own subjects without scanning the folder;
+    group builds the census and index of every subject on disk."""
+    from deepmir.cohort import provenance
+
+    read: list[Path] = []
+    read_record = provenance.read_record
+
+    def spy(path: Path) -> dict | None:
+        read.append(Path(path))
+        return read_record(path)
+
+    monkeypatch.setattr(provenance, "read_record", spy)
+    out = tmp_path / "out"
+    base = [str(dataset), str(out), "participant", "--model", str(model), "--n-workers", "0"]
+    for label in ("01", "02"):
+        read.clear()
+        assert main([*base, "--no-regions", "--participant-label", label]) == 0
+        assert read and {p.relative_to(out).parts[0] for p in read} == {f"sub-{label}"}
+    assert not (out / "index.html").exists() and not (out / "group_census.tsv").exists()
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+
+    read.clear()
+    assert _predict(dataset, out, model, "--participant-label", "03") == 0
+    assert {p.relative_to(out).parts[0] for p in read} == {"sub-03"}
     index = (out / "index.html").read_text()
-    assert "sub-03_T2w.nii.gz" in index  # the failure, with its file, in the cohort index
+    assert "sub-03_desc-deepmir_report.html" in index and "sub-01" not in index
+
+    assert main([str(dataset), str(out), "group"]) == 0
+    index = (out / "index.html").read_text()
+    assert all(f"{s}_desc-deepmir_report.html" in index for s in SUBJECTS)
+    assert [r["participant_id"] for r in _census(out)] == list(SUBJECTS)
 
 
 def test_array_style_runs_and_group_give_the_census_of_one_run(dataset, model, tmp_path):
@@ -282,11 +322,11 @@ def test_group_lists_every_model_and_the_missing_subjects(dataset, model, tmp_pa
     out, extra = tmp_path / "out", tmp_path / "extra"
     base = [str(dataset), str(out), "participant", "--n-workers", "0", "--no-regions"]
     assert main([*base, "--participant-label", "01", "--model", str(model)]) == 0
-    # the second run's description must not forget the first run's model
+    # the group's description must not forget the first run's model
     assert main([*base, "--participant-label", "02", "--model", str(other)]) == 0
+    assert main([str(dataset), str(out), "group"]) == 1  # sub-03 has no outputs yet
     models = json.loads((out / "dataset_description.json").read_text())["DeepmirModels"]
     assert sorted(m["Name"] for m in models) == sorted([str(model), str(other)])
-    assert main([str(dataset), str(out), "group"]) == 1  # sub-03 has no outputs yet
     assert "sub-03" in (out / "index.html").read_text()
     args = [str(dataset), str(extra), "participant", "--participant-label", "03"]
     assert main([*args, "--model", str(model), "--n-workers", "0", "--no-regions"]) == 0

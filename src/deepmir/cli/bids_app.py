@@ -2,9 +2,12 @@
 
 The fMRIPrep / MRIQC convention: ``participant`` predicts the (selected)
 subjects on Dask (a local cluster sized to the machine, or ``--scheduler``),
-skipping those whose outputs are current; ``group`` builds the cohort census,
-index and dataset description from what is on disk in OUTPUT_DIR (and any
-``--derivatives`` folders), so array jobs of one subject each compose.
+skipping those whose outputs are current; it writes their outputs, dseg.tsv
+and (when absent) a placeholder dataset description, no cohort file, and
+reads no other subject's (array jobs neither race nor rescan the folder);
+``group`` builds the cohort census, index and dataset description from
+what is on disk in OUTPUT_DIR (and any ``--derivatives`` folders), so array
+jobs of one subject each compose.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ def _participant(args: argparse.Namespace, console: object) -> int:
     if args.n_workers is None:
         args.n_workers = default_workers()[0]
     args.data, args.out = args.bids_dir, args.output_dir
+    args.cohort_files = False  # each job writes its own subjects only; group builds the rest
     return predict_run(args)
 
 

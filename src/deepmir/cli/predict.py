@@ -16,7 +16,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "predict",
         help="find CMBs, iron deposits and calcifications with a (shipped) model",
         description="Writes, per subject, desc-deepmir_dseg, lesions.tsv and a QC report "
-        "(BIDS derivatives, on each input's own grid) plus a cohort index.html.",
+        "(BIDS derivatives, on each input's own grid) plus an index.html of the run's "
+        "subjects.",
     )
     p.add_argument("--data", required=True, type=Path, help="raw BIDS folder")
     p.add_argument("--out", required=True, type=Path, help="derivatives folder to write")
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             regions=args.regions,
             phase_sign=args.phase_sign,
+            cohort_files=getattr(args, "cohort_files", True),
             threshold=args.threshold,
             save_probabilities=args.save_probabilities,
             report=not args.no_report,
@@ -168,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         f"{n_ok} subject(s) predicted, {n_bad} failed{skipped}; outputs in {args.out}",
         highlight=False,
     )
-    if not args.no_report:
-        console.print(f"cohort report: {args.out / 'index.html'}", highlight=False)
+    if not getattr(args, "cohort_files", True):
+        console.print("cohort census and index.html: the group level builds them", highlight=False)
+    elif not args.no_report:
+        index = args.out / "index.html"
+        console.print(f"cohort report (this run's subjects): {index}", highlight=False)
     return 1 if n_bad or outcome.index_error else 0

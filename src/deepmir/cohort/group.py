@@ -30,6 +30,7 @@ from typing import Any
 from deepmir import __version__
 from deepmir.cohort import provenance
 from deepmir.io.atomic import json_text, write_text
+from deepmir.io.bids import SubjectRef
 from deepmir.io.bids_meta import (
     BIDS_VERSION,
     DERIVATIVE_IGNORE,
@@ -120,30 +121,47 @@ def _read_lesions(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
+def _subject_on_disk(record_path: Path, out: Path) -> SubjectOnDisk | None:
+    """The finished subject whose provenance record is ``record_path`` (``None``:
+    no record, or its lesions.tsv is missing or unreadable: not finished)."""
+    name = record_path.name.removesuffix(f"_{provenance.SUFFIX}")
+    record = provenance.read_record(record_path)
+    tsv = record_path.with_name(f"{name}_desc-deepmir_lesions.tsv")
+    if record is None or not tsv.is_file():
+        return None
+    try:
+        rows = _read_lesions(tsv)
+    except (OSError, ValueError, csv.Error):
+        return None
+    return SubjectOnDisk(name, Path(out), record, rows)
+
+
 def read_cohort(outs: list[Path]) -> Cohort:
     """Every subject with a provenance record (a finished subject) in ``outs``.
 
     A subject found in several folders is taken from the first (the others
     are listed in ``duplicates``); a record whose lesions.tsv is missing or
-    unreadable is left out (it is not finished)."""
+    unreadable is left out (it is not finished). This scans the folders: the
+    group level does it once; a participant run never does."""
     found: dict[str, SubjectOnDisk] = {}
     duplicates: dict[str, list[Path]] = {}
     for out in outs:
         for path in sorted(Path(out).glob(f"sub-*/**/anat/*_{provenance.SUFFIX}")):
-            name = path.name.removesuffix(f"_{provenance.SUFFIX}")
-            record = provenance.read_record(path)
-            tsv = path.with_name(f"{name}_desc-deepmir_lesions.tsv")
-            if record is None or not tsv.is_file():
+            subject = _subject_on_disk(path, out)
+            if subject is None:
                 continue
-            try:
-                rows = _read_lesions(tsv)
-            except (OSError, ValueError, csv.Error):
+            if subject.name in found:
+                duplicates.setdefault(subject.name, [found[subject.name].out]).append(Path(out))
                 continue
-            if name in found:
-                duplicates.setdefault(name, [found[name].out]).append(Path(out))
-                continue
-            found[name] = SubjectOnDisk(name, Path(out), record, rows)
+            found[subject.name] = subject
     return Cohort([found[n] for n in sorted(found)], duplicates)
+
+
+def read_subjects(out: Path, refs: list[SubjectRef]) -> Cohort:
+    """The finished subjects among ``refs`` in ``out``, read from their own
+    records only (no scan of ``out``: the end of a ``deepmir predict`` run)."""
+    subjects = [_subject_on_disk(provenance.provenance_path(out, ref), out) for ref in refs]
+    return Cohort(sorted((s for s in subjects if s is not None), key=lambda s: s.name))
 
 
 def _number(value: str | None) -> float | None:

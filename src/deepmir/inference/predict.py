@@ -676,6 +676,7 @@ def predict_dataset(
     force: bool = False,
     regions: bool = False,
     phase_sign: str = "auto",
+    cohort_files: bool = True,
 ) -> PredictOutcome:
     """Predict every (selected) subject; a failing subject is reported and skipped.
 
@@ -703,15 +704,22 @@ def predict_dataset(
     (:class:`OutputError`), a threshold outside (0, 1) (``ValueError``).
     Then every subject is done or fails alone: bad or implausible input, or a
     write error (a full disk), is recorded in ``failed`` with its message, and
-    the subject's outputs of an earlier run are removed. The cohort index and
-    ``dataset_description.json`` cover every subject predicted in ``out`` (by
-    this run or earlier ones, such as the other jobs of an array)."""
+    the subject's outputs of an earlier run are removed.
+
+    ``cohort_files``: at the end, write the cohort ``index.html`` and
+    ``dataset_description.json`` for this run's subjects (read from their own
+    records: ``out`` is not scanned). ``False`` (the BIDS-App participant
+    level, e.g. one SLURM array job per subject): the run writes and reads
+    nothing of the other subjects in ``out`` (a placeholder
+    ``dataset_description.json`` when there is none); the group level
+    (:func:`deepmir.cohort.group.run_group`) builds the cohort files from
+    every subject on disk."""
     from deepmir.cohort import provenance
     from deepmir.cohort.execute import ModelSpec, SubjectTask, execute, pending, remember_model
     from deepmir.cohort.group import (
         dataset_description,
         derivative_description,
-        read_cohort,
+        read_subjects,
         source_datasets,
         write_dataset_files,
     )
@@ -726,7 +734,11 @@ def predict_dataset(
     choices = choose_models(model, root, refs)
     used = _distinct(c for c in choices.values() if isinstance(c, LoadedModel))
     prepare_output_dir(out)
-    stale = remove_stale_temporaries(out)
+    # only this run's files: other runs (array jobs, on other machines, whose
+    # process ids say nothing here) may be writing into the rest of `out`
+    stale = [p for ref in refs for p in remove_stale_temporaries(ref.anat_dir(out))]
+    if cohort_files:
+        stale += remove_stale_temporaries(out, recursive=False)
     if stale:
         log(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run")
     for loaded in used:
@@ -736,8 +748,11 @@ def predict_dataset(
     links = source_datasets(root, qsm_dir)
     if not description.exists():
         try:
-            described = "; ".join(
-                f"model {m.name}, weights sha256 {m.card.weights_sha256}" for m in used
+            described = (
+                "; ".join(f"model {m.name}, weights sha256 {m.card.weights_sha256}" for m in used)
+                if cohort_files
+                else "the models are named in the subjects' provenance records; the group "
+                "level lists them here"
             )
             write_text(description, json_text(derivative_description(described, links, out)))
         except OSError as exc:
@@ -822,8 +837,10 @@ def predict_dataset(
             log(f"{name}: done with model {result.model} ({counted})")
 
     execute(todo, n_workers, threads_per_worker, scheduler, progress, collect)
-    # the cohort as it is on disk: this run's subjects and every earlier one's
-    cohort = read_cohort([out])
+    if not cohort_files:
+        return outcome
+    # this run's subjects as they are on disk (done now or skipped as current)
+    cohort = read_subjects(out, refs)
     try:
         write_text(description, json_text(dataset_description(cohort, links, out)))
     except OSError as exc:

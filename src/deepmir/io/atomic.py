@@ -86,8 +86,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files that killed runs left under ``root``.
+def remove_stale_temporaries(root: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that killed runs left under ``root`` (in
+    ``root`` alone when not ``recursive``).
 
     A temporary file is stale when the process that made it is gone (its pid,
     in the name, is not running on this machine) or when it has the older
@@ -96,7 +97,7 @@ def remove_stale_temporaries(root: str | os.PathLike[str]) -> list[Path]:
     removed: list[Path] = []
     if not root.is_dir():
         return removed
-    for path in sorted(root.rglob(".*.tmp*")):
+    for path in sorted(root.rglob(".*.tmp*") if recursive else root.glob(".*.tmp*")):
         match = _TEMPORARY.match(path.name)
         if match is None or not path.is_file():
             continue
