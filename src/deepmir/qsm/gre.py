@@ -39,12 +39,16 @@ detects with them. The steps, each a named textbook method:
    Bilgic et al. MRM 2014) and ``"cg"`` (magnitude-weighted least squares by
    conjugate gradients, iLSQR-like, Li et al. NeuroImage 2015; up to 43 s a
    subject on 2 shared cores, over the 30 s budget) are there too. Tikhonov
-   with lambda 0.02 was the default until measured on phantoms of a
-   development seed: it shrinks every spatial frequency by
-   ``D^2 / (D^2 + lambda)``, and lesions came out at 0.4-0.75 of their
-   true chi (CMB, iron, calcification); TKD keeps ``|D| > 0.18`` whole and
-   gave lesion chi 25-30 % higher at a 10 % higher RMSE (noise), the
-   simulator's own QSM level when fed the true local field.
+   with lambda 0.02 was the default until measured on two full-size
+   phantoms of a development seed (4343, not the benchmark's): it shrinks
+   every spatial frequency by ``D^2 / (D^2 + lambda)``, and the mean chi of
+   CMBs and calcifications came out at 0.40-0.70 of the truth, iron at 0.62
+   (1.19 on the phantom whose 10 degree B0 tilt was ignored: streaks); TKD
+   keeps ``|D| > 0.18`` whole and, with B0 from the sidecar, gave 0.52-0.89
+   (iron 0.86-0.93), at an RMSE 4 % lower to 9 % higher. Fed the
+   true local field, TKD matches the simulator's own QSM; what remains is
+   the field estimate (Laplacian unwrapping and noise near strong sources:
+   CMBs keep the largest shortfall, 0.52-0.89).
 7. **Referencing**: mean susceptibility over the QSM mask is 0; ppm out.
 8. **SWI** (Haacke et al. 2004; :mod:`deepmir.qsm.swi`, the simulator's own
    function): homodyne high-pass phase with a Hanning low-pass over 1/8 of
