@@ -23,10 +23,13 @@ detects with them. The steps, each a named textbook method:
    :mod:`deepmir.qsm.unwrap`): fast and never fails on noise; it returns the
    phase up to a harmonic function, which step 5 removes. It sees ``sin`` of
    the phase step between neighbours, so it falls short where the phase is
-   steep (around CMBs and calcifications at long TE); one residual
-   correction (the wrapped remainder unwrapped again and added) raised the
-   lesion chi of the development phantoms from 0.52-0.89 to 0.70-1.07 of
-   the truth (CMB, iron, calcification; RMSE 0-9 % higher, 2 s more).
+   steep (around CMBs and calcifications at long TE). Residual corrections
+   (``laplacian_unwrap(..., corrections=1)``: the wrapped remainder
+   unwrapped again and added) raised the lesion chi of the development
+   phantoms from 0.52-0.89 to 0.70-1.07 of the truth, but on the benchmark
+   phantoms they lowered the detection F1 of every class (0.64-0.67 against
+   0.75-0.91; more artifacts, RMSE 0.034 against 0.030 ppm), so
+   :data:`UNWRAP_CORRECTIONS` is 0.
 4. **Echo combination**: magnitude-weighted least-squares fit of the
    unwrapped phase over echo times, ``phi_n = phi_0 + omega TE_n`` with
    weights ``|S_n|^2``; the offset ``phi_0`` (receive phase) is smoothed and
@@ -96,7 +99,7 @@ SWI_MASK_POWER = 4
 #: CG (iLSQR-like) iterations of the dipole inversion
 CG_ITERATIONS = 20
 #: residual corrections of the Laplacian unwrapping (:func:`deepmir.qsm.unwrap.laplacian_unwrap`)
-UNWRAP_CORRECTIONS = 1
+UNWRAP_CORRECTIONS = 0
 #: smoothing of the multi-echo phase offset (mm)
 OFFSET_SIGMA_MM = 4.0
 #: closed-form inversions: TKD threshold, Tikhonov lambda
