@@ -10,7 +10,7 @@ are simulated with ``--raw-gre``. Then:
   subject's parameter record): RMSE in the QSM mask, both sides referenced to
   their mean there, next to the simulator's own QSM on the same voxels; mean
   lesion chi (computed, simulator's, true) over the reference voxels of each
-  CMB and calcification;
+  CMB, iron deposit and calcification;
 * **time**: the SWI + QSM step per subject (the ``Seconds`` in the
   derivative's sidecar: computation, not reading);
 * **detection**: lesion F1 per class of the model (``--model``, default the
@@ -48,7 +48,7 @@ TARGET_SECONDS = 30.0
 
 def qsm_figures(data: Path, predictions: Path, subject: str) -> dict[str, Any]:
     """QSM RMSE and lesion chi of one subject (module docstring)."""
-    from deepmir.labels import CALCIFICATION, CMB
+    from deepmir.labels import CALCIFICATION, CMB, IRON
     from deepmir.phantom.render import render_subject
     from deepmir.phantom.simulate import REFERENCE, load_params
 
@@ -69,7 +69,7 @@ def qsm_figures(data: Path, predictions: Path, subject: str) -> dict[str, Any]:
         return float(np.sqrt(np.mean((x[mask] - truth[mask]) ** 2)))
 
     lesions: dict[str, Any] = {}
-    for label, name in ((CMB, "cmb"), (CALCIFICATION, "calcification")):
+    for label, name in ((CMB, "cmb"), (IRON, "iron"), (CALCIFICATION, "calcification")):
         ids = [int(i) for i in np.unique(instances[dseg == label]) if i > 0]
         inside = [i for i in ids if mask[instances == i].any()]
         rows = [
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             key: _mean([v for s in per_subject for v in s["lesions"][c][f"chi_{key}_ppm"]])
             for key in ("computed", "simulator", "true")
         }
-        for c in ("cmb", "calcification")
+        for c in ("cmb", "iron", "calcification")
     }
     f1 = {
         c: {name: rows[name][c]["f1"] for name in rows}

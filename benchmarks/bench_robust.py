@@ -139,8 +139,14 @@ def score(name: str, data: Path, predictions: Path, args: argparse.Namespace) ->
     ) == _n_simulated(data)
     if not done or args.repredict:
         try:
+            # --repredict forces: predict's resume would keep outputs of other code
             outcome = predict_dataset(
-                data, predictions, model=args.model, progress=False, log=lambda m: None
+                data,
+                predictions,
+                model=args.model,
+                progress=False,
+                log=lambda m: None,
+                force=bool(args.repredict),
             )
         except (ModelError, SubjectDataError) as exc:  # no model serves these inputs
             return {**row, "served": False, "reason": str(exc)}

@@ -265,6 +265,9 @@ def write_raw_gre(
         "FlipAngle": a.swi_flip_deg,
         "Manufacturer": f"deepmir {__version__} phantom",
         "MRAcquisitionType": "3D",
+        # the head is tilted against B0 but the affine is axis-aligned: say where B0 is
+        # (world axes = the render grid's, whose affine is diagonal)
+        "B0Direction": [round(float(v), 6) for v in _b0(params)],
     }
     for n, te in enumerate(echo_times(params)):
         signal = gre[..., n] * offset

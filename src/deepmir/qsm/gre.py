@@ -21,7 +21,15 @@ detects with them. The steps, each a named textbook method:
    is exact). ``+1`` / ``-1`` force it.
 3. **Unwrapping**: Laplacian unwrapping per echo (Schofield & Zhu 2003,
    :mod:`deepmir.qsm.unwrap`): fast and never fails on noise; it returns the
-   phase up to a harmonic function, which step 5 removes.
+   phase up to a harmonic function, which step 5 removes. It sees ``sin`` of
+   the phase step between neighbours, so it falls short where the phase is
+   steep (around CMBs and calcifications at long TE). Residual corrections
+   (``laplacian_unwrap(..., corrections=1)``: the wrapped remainder
+   unwrapped again and added) raised the lesion chi of the development
+   phantoms from 0.52-0.89 to 0.70-1.07 of the truth, but on the benchmark
+   phantoms they lowered the detection F1 of every class (0.64-0.67 against
+   0.75-0.91; more artifacts, RMSE 0.034 against 0.030 ppm), so
+   :data:`UNWRAP_CORRECTIONS` is 0.
 4. **Echo combination**: magnitude-weighted least-squares fit of the
    unwrapped phase over echo times, ``phi_n = phi_0 + omega TE_n`` with
    weights ``|S_n|^2``; the offset ``phi_0`` (receive phase) is smoothed and
@@ -31,14 +39,23 @@ detects with them. The steps, each a named textbook method:
 5. **Background-field removal**: V-SHARP (Wu et al., MRM 2012), spheres from
    12 mm down in steps of two voxels, on the brain mask
    (:mod:`deepmir.qsm.background`).
-6. **Dipole inversion**: closed-form Tikhonov-regularized inversion
-   ``D / (D^2 + lambda)``, lambda 0.02 (Bilgic et al., MRM 2014;
-   :func:`deepmir.qsm.dipole.qsm_inversion`), B0 along the scanner z axis of
-   the affine. ``inversion="cg"`` (magnitude-weighted least squares by
-   conjugate gradients, iLSQR-like, Li et al. NeuroImage 2015) and ``"tkd"``
-   are there too; on full-size phantoms Tikhonov had the lowest RMSE against
-   the true chi and is 2-3 times faster than 20 CG iterations (which took
-   up to 43 s a subject on 2 shared cores, over the 30 s budget).
+6. **Dipole inversion**: truncated k-space division (TKD, Shmueli et al.,
+   MRM 2009; :func:`deepmir.qsm.dipole.qsm_inversion`), threshold 0.18, B0
+   along the scanner z axis of the affine, or the sidecars' ``B0Direction``
+   (world axes) when they give one (:func:`read_b0_direction`).
+   ``inversion="tikhonov"`` (closed form ``D / (D^2 + lambda)``, lambda 0.02,
+   Bilgic et al. MRM 2014) and ``"cg"`` (magnitude-weighted least squares by
+   conjugate gradients, iLSQR-like, Li et al. NeuroImage 2015; up to 43 s a
+   subject on 2 shared cores, over the 30 s budget) are there too. Tikhonov
+   with lambda 0.02 was the default until measured on two full-size
+   phantoms of a development seed (4343, not the benchmark's): it shrinks
+   every spatial frequency by ``D^2 / (D^2 + lambda)``, and the mean chi of
+   CMBs and calcifications came out at 0.40-0.70 of the truth, iron at 0.62
+   (1.19 on the phantom whose 10 degree B0 tilt was ignored: streaks); TKD
+   keeps ``|D| > 0.18`` whole and, with B0 from the sidecar, gave 0.52-0.89
+   (iron 0.86-0.93), at an RMSE 4 % lower to 9 % higher. Fed the
+   true local field, TKD matches the simulator's own QSM; what remains is
+   the field estimate (step 3, and noise near strong sources).
 7. **Referencing**: mean susceptibility over the QSM mask is 0; ppm out.
 8. **SWI** (Haacke et al. 2004; :mod:`deepmir.qsm.swi`, the simulator's own
    function): homodyne high-pass phase with a Hanning low-pass over 1/8 of
@@ -81,6 +98,8 @@ SWI_LOWPASS_FRACTION = 0.125
 SWI_MASK_POWER = 4
 #: CG (iLSQR-like) iterations of the dipole inversion
 CG_ITERATIONS = 20
+#: residual corrections of the Laplacian unwrapping (:func:`deepmir.qsm.unwrap.laplacian_unwrap`)
+UNWRAP_CORRECTIONS = 0
 #: smoothing of the multi-echo phase offset (mm)
 OFFSET_SIGMA_MM = 4.0
 #: closed-form inversions: TKD threshold, Tikhonov lambda
@@ -120,6 +139,9 @@ class GreData:
     #: the phase files (for messages)
     phase_paths: tuple[Path, ...] = ()
     magnitude_paths: tuple[Path, ...] = ()
+    #: B0 in the world (scanner) axes of ``affine``: the scanner's z axis, unless the
+    #: sidecars give ``B0Direction`` (:func:`read_b0_direction`)
+    b0_world: tuple[float, float, float] = (0.0, 0.0, 1.0)
 
     @property
     def voxel_mm(self) -> tuple[float, float, float]:
@@ -145,6 +167,8 @@ class GreResult:
     #: CPU time of the process (all threads) during the step: comparable on a busy machine
     cpu_seconds: float = 0.0
     inversion: str = ""
+    #: B0 in the voxel axes (the dipole kernel's direction) and where it came from
+    b0_voxel: tuple[float, float, float] = (0.0, 0.0, 1.0)
 
     def sidecar(self, data: GreData, root: Path | None = None) -> dict[str, Any]:
         """What the derivative's JSON sidecar records (methods and decisions)."""
@@ -170,8 +194,11 @@ class GreResult:
             "PhaseSignSource": self.phase_sign_source,
             "PhaseSignEvidence": self.sign_evidence,
             "BrainMask": self.mask_method,
+            "B0DirectionWorld": list(data.b0_world),
+            "B0DirectionVoxel": [round(v, 6) for v in self.b0_voxel],
             "Methods": {
-                "Unwrapping": "Laplacian (Schofield & Zhu 2003)",
+                "Unwrapping": f"Laplacian (Schofield & Zhu 2003), {UNWRAP_CORRECTIONS} residual "
+                "correction(s)",
                 "EchoCombination": "magnitude-weighted least-squares fit of phase over TE",
                 "BackgroundRemoval": "V-SHARP (Wu et al. 2012), radii <= "
                 f"{VSHARP_MAX_RADIUS_MM} mm",
@@ -237,6 +264,29 @@ def read_echo_time(magnitude: Path, phase: Path) -> tuple[float, float]:
     return te, b0
 
 
+def read_b0_direction(paths: list[Path]) -> tuple[float, float, float] | None:
+    """``B0Direction`` of the first of ``paths`` (JSON sidecars) that has it: a
+    3-vector in the world (scanner) axes of the NIfTI affine, normalized; None
+    when no sidecar has it (B0 is then the scanner's z axis, which the affine of
+    real data carries). Not a BIDS key: deepmir's phantoms write it, whose head
+    is tilted against B0 while their affines stay axis-aligned."""
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get("B0Direction")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+            raise SubjectDataError(path, f"sidecar is not readable JSON ({exc})") from exc
+        if value is None:
+            continue
+        vec = np.asarray(value, np.float64) if isinstance(value, list) else np.zeros(0)
+        if vec.shape != (3,) or not np.isfinite(vec).all() or np.linalg.norm(vec) < 1e-6:
+            raise SubjectDataError(path, f"B0Direction must be 3 numbers (a vector), got {value!r}")
+        vec = vec / np.linalg.norm(vec)
+        return (float(vec[0]), float(vec[1]), float(vec[2]))
+    return None
+
+
 def _volume(path: Path) -> tuple[Any, FloatArray]:
     img, data = read_nifti(path)
     if data.ndim == 4 and data.shape[3] == 1:
@@ -287,6 +337,9 @@ def read_gre(echoes: list[GreEcho]) -> GreData:
         )
     assert affine is not None
     ordered = sorted(echoes, key=lambda e: e.echo)
+    b0_world = read_b0_direction(
+        [sidecar_path(ordered[0].phase), sidecar_path(ordered[0].magnitude)]
+    )
     return GreData(
         magnitude=np.stack(mags, axis=-1),
         phase=np.stack(phases, axis=-1),
@@ -295,6 +348,7 @@ def read_gre(echoes: list[GreEcho]) -> GreData:
         affine=affine,
         phase_paths=tuple(e.phase for e in ordered),
         magnitude_paths=tuple(e.magnitude for e in ordered),
+        b0_world=b0_world if b0_world is not None else (0.0, 0.0, 1.0),
     )
 
 
@@ -328,10 +382,13 @@ def phase_to_radians(phase: FloatArray, path: Path | str = "phase") -> tuple[Flo
     )
 
 
-def b0_direction_of(affine: npt.NDArray[np.float64]) -> tuple[float, float, float]:
-    """B0 (the scanner's z axis) in the voxel axes of ``affine`` (unit vector)."""
+def b0_direction_of(
+    affine: npt.NDArray[np.float64], b0_world: tuple[float, float, float] = (0.0, 0.0, 1.0)
+) -> tuple[float, float, float]:
+    """B0 (``b0_world`` in world axes; default the scanner's z axis) in the voxel
+    axes of ``affine`` (unit vector)."""
     rot = affine[:3, :3] / np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    b = np.linalg.solve(rot, np.array([0.0, 0.0, 1.0]))
+    b = np.linalg.solve(rot, np.asarray(b0_world, np.float64))
     b /= np.linalg.norm(b)
     return (float(b[0]), float(b[1]), float(b[2]))
 
@@ -357,7 +414,9 @@ def total_field_ppm(
     ``omega = phi / TE``. ``field_ppm = omega / (2 pi gamma B0)``.
     """
     tes = np.asarray(echo_times_s, np.float64)
-    unwrapped = [laplacian_unwrap(phase_rad[..., n], voxel_mm) for n in range(len(tes))]
+    unwrapped = [
+        laplacian_unwrap(phase_rad[..., n], voxel_mm, UNWRAP_CORRECTIONS) for n in range(len(tes))
+    ]
     per_ppm = radians_per_ppm(b0_tesla, 1.0)  # rad per ppm per second of TE
     if len(tes) == 1:
         return (unwrapped[0] / np.float32(tes[0] * per_ppm)).astype(np.float32)
@@ -449,7 +508,7 @@ def swi_qsm_from_gre(
     data: GreData,
     brain_mask: BoolArray | None = None,
     phase_sign: str = "auto",
-    inversion: str = "tikhonov",
+    inversion: str = "tkd",
 ) -> GreResult:
     """SWI and QSM (ppm) of one subject's raw GRE (the module docstring's steps).
 
@@ -493,7 +552,7 @@ def swi_qsm_from_gre(
     del field_ppm
     if not qsm_mask.any():
         raise SubjectDataError(where, "the brain mask is too small for V-SHARP (nothing left)")
-    b0_dir = b0_direction_of(data.affine)
+    b0_dir = b0_direction_of(data.affine, data.b0_world)
     if inversion == "cg":
         peak = float(np.percentile(magnitude[..., 0][brain_mask], 99))
         weight = np.clip(magnitude[..., 0] / max(peak, 1e-12), 0.05, 1.0).astype(np.float32)
@@ -526,4 +585,5 @@ def swi_qsm_from_gre(
         seconds=time.perf_counter() - start,
         cpu_seconds=time.process_time() - cpu_start,
         inversion=INVERSION_NAMES[inversion],
+        b0_voxel=b0_dir,
     )

@@ -35,8 +35,25 @@ def laplacian_kernel(
     return (parts[0] + parts[1] + parts[2]).astype(np.float32)
 
 
-def laplacian_unwrap(wrapped: FloatArray, voxel_mm: tuple[float, float, float]) -> FloatArray:
-    """Unwrapped phase (rad) of a wrapped phase map, up to a harmonic function."""
+def laplacian_unwrap(
+    wrapped: FloatArray, voxel_mm: tuple[float, float, float], corrections: int = 0
+) -> FloatArray:
+    """Unwrapped phase (rad) of a wrapped phase map, up to a harmonic function.
+
+    The discrete Laplacian of the wrapped phase sees ``sin`` of the phase
+    step between neighbours, not the step: where the phase is steep (near air
+    cavities, strong lesions, at long TE) the estimate falls short.
+    ``corrections`` times, the wrapped residual ``angle(exp(i (phi - est)))``,
+    whose steps are small, is unwrapped the same way and added.
+    """
+    est = _laplacian_unwrap_once(wrapped, voxel_mm)
+    for _ in range(corrections):
+        residual = np.angle(np.exp(1j * (wrapped - est))).astype(np.float32)
+        est += _laplacian_unwrap_once(residual, voxel_mm)
+    return est
+
+
+def _laplacian_unwrap_once(wrapped: FloatArray, voxel_mm: tuple[float, float, float]) -> FloatArray:
     shape: tuple[int, int, int] = wrapped.shape  # type: ignore[assignment]
     lap = laplacian_kernel(shape, voxel_mm)
     s = np.sin(wrapped).astype(np.float32)
