@@ -1,3 +1,3 @@
 """deepmir: differential detection of microbleeds, iron and calcifications."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
