@@ -311,7 +311,7 @@ def test_a_missing_file_changes_nothing_for_the_other_subjects(
     assert model["Name"] == "default (swi-qsm)" and model["WeightsSha256"] == "stand-in-swi-qsm"
     assert model["Modalities"] == ["swi", "qsm"]
     index = (tmp_path / "b" / "index.html").read_text()
-    assert "<td>default (swi-qsm)</td>" in index and "<td>default (t2w-swi-qsm)</td>" in index
+    assert all(f'<td class="text">default ({m})</td>' in index for m in ("swi-qsm", "t2w-swi-qsm"))
     printed = capsys.readouterr().out
     assert "sub-02: model default (swi-qsm) (swi+qsm)" in printed
     assert "sub-01: model default (t2w-swi-qsm) (t2w+swi+qsm)" in printed
