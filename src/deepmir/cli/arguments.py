@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 EXIT_CODES = """exit codes:
   0  done: every subject (or the whole job) succeeded
@@ -65,3 +66,14 @@ def float_in(
 
     parse.__name__ = f"number in {interval}"
     return parse
+
+
+def add_pooled_data(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--data``, repeatable: annotated BIDS folders pooled as one cohort."""
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        action="append",
+        help=f"{what}; repeat to pool several cohorts",
+    )

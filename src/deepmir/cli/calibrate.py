@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from deepmir.cli.arguments import add_pooled_data
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -14,13 +16,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "real, on annotated subjects the model was not trained on (rewrites its config.json)",
     )
     p.add_argument("--model", required=True, type=Path, help="model folder")
-    p.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        action="append",
-        help="BIDS folder with reference labels; repeat to pool several cohorts",
-    )
+    add_pooled_data(p, "BIDS folder with reference labels")
     p.add_argument(
         "--out",
         type=Path,

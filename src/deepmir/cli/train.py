@@ -8,21 +8,14 @@ from typing import Any
 
 from rich.markup import escape
 
-from deepmir.cli.arguments import float_in, int_at_least
+from deepmir.cli.arguments import add_pooled_data, float_in, int_at_least
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "train", help="train the network on a BIDS dataset with derivatives/reference labels"
     )
-    p.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        action="append",
-        help="BIDS folder with reference labels (e.g. from simulate); repeat to pool "
-        "several cohorts",
-    )
+    add_pooled_data(p, "BIDS folder with reference labels (e.g. from simulate)")
     p.add_argument("--out", required=True, type=Path, help="model folder to write")
     p.add_argument("--modalities", default="t2w,swi,qsm", help="subset of t2w,swi,qsm")
     p.add_argument("--iterations", type=int_at_least(1), default=2000)

@@ -9,6 +9,8 @@ from typing import Any
 
 from rich.markup import escape
 
+from deepmir.cli.arguments import add_pooled_data
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -17,13 +19,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "annotated subjects it was not trained on (rewrites its config.json)",
     )
     p.add_argument("--model", required=True, type=Path, help="model folder")
-    p.add_argument(
-        "--data",
-        required=True,
-        type=Path,
-        action="append",
-        help="BIDS folder with reference labels; repeat to pool several cohorts",
-    )
+    add_pooled_data(p, "BIDS folder with reference labels")
     p.add_argument(
         "--ratings",
         type=Path,

@@ -198,6 +198,20 @@ def _check_same_grid(
         )
 
 
+def parse_label(path: Path, line: int, text: str) -> int:
+    """A lesion table's ``label`` cell (``"1"``, ``"1.0"`` or a class name such
+    as ``"cmb"``) as a lesion class; an error naming the file and line otherwise."""
+    label = _integer(text)
+    if label is None:
+        label = NAME_TO_INDEX.get(text.strip().lower())
+    if label not in LESION_CLASSES:
+        raise EvaluationInputError(
+            f"{path}, line {line}: label {text!r} is not a lesion class "
+            f"({', '.join(f'{k} {v}' for k, v in LESION_CLASSES.items())})"
+        )
+    return label
+
+
 def _integer(text: str) -> int | None:
     """``"3"`` or ``"3.0"`` as 3; ``None`` for anything else."""
     try:
@@ -228,14 +242,7 @@ def read_lesion_labels(path: Path) -> dict[int, int]:
             raise EvaluationInputError(
                 f"{path}, line {row}: lesion_id {raw_id!r} is not an integer"
             )
-        label = _integer(raw_label)
-        if label is None:
-            label = NAME_TO_INDEX.get(raw_label.strip().lower())
-        if label not in LESION_CLASSES:
-            raise EvaluationInputError(
-                f"{path}, line {row}: label {raw_label!r} is not a lesion class "
-                f"({', '.join(f'{k} {v}' for k, v in LESION_CLASSES.items())})"
-            )
+        label = parse_label(path, row, raw_label)
         if labels.get(lesion_id, label) != label:
             raise EvaluationInputError(f"{path}: lesion_id {lesion_id} has two labels")
         labels[lesion_id] = label

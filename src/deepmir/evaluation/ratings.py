@@ -45,11 +45,11 @@ from deepmir.evaluation.evaluate import (
     _load_integer_volume,
     _prediction_path,
     evaluate_dataset,
+    parse_label,
 )
 from deepmir.evaluation.matching import extract_components
 from deepmir.evaluation.metrics import EvaluationResult
 from deepmir.io.atomic import write_nifti, write_text
-from deepmir.labels import LESION_CLASSES, NAME_TO_INDEX
 from deepmir.report.data import RATINGS_SUFFIX, STATUSES
 
 #: radius of the ball that stands for an added lesion
@@ -65,18 +65,6 @@ class Rating:
     label: int
     ijk: tuple[float, float, float]
     rater: str
-
-
-def _label(path: Path, line: int, text: str) -> int:
-    label = _integer(text)
-    if label is None:
-        label = NAME_TO_INDEX.get(text.strip().lower())
-    if label not in LESION_CLASSES:
-        raise EvaluationInputError(
-            f"{path}, line {line}: label {text!r} is not a lesion class "
-            f"({', '.join(f'{k} {v}' for k, v in LESION_CLASSES.items())})"
-        )
-    return label
 
 
 def read_ratings(path: str | os.PathLike[str]) -> list[Rating]:
@@ -122,7 +110,7 @@ def read_ratings(path: str | os.PathLike[str]) -> list[Rating]:
             Rating(
                 lesion_id,
                 status,
-                _label(path, line, row["label"] or ""),
+                parse_label(path, line, row["label"] or ""),
                 ijk,
                 (row.get("rater") or "n/a").strip(),
             )
