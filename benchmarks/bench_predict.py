@@ -62,7 +62,16 @@ def main() -> int:
     counting = Counting(model.net)
     model.net = counting
     print(f"model {model.name}; torch threads {torch.get_num_threads()}")
-    columns = ("total s", "predict s", "network s", "patches", "GFLOP", "GFLOP/s")
+    columns = (
+        "total s",
+        "predict s",
+        "report s",
+        "report MB",
+        "network s",
+        "patches",
+        "GFLOP",
+        "GFLOP/s",
+    )
     print(f"{'subject':10} " + " ".join(f"{c:>9}" for c in columns))
     for ref in refs:
         counting.patches, counting.seconds = 0, 0.0
@@ -70,16 +79,19 @@ def main() -> int:
         prediction = predict_subject(data, ref, model, model.card.post)
         t1 = time.perf_counter()
         html = subject_report(report_data(prediction, model.card, model.card.post))
+        t2 = time.perf_counter()
         write_subject(tmp / "out", prediction, html, save_probabilities=False)
         total = time.perf_counter() - t0
         gflop = counting.patches * flops_per_patch / 1e9
         print(
-            f"{ref.prefix:10} {total:9.1f} {t1 - t0:9.1f} {counting.seconds:9.1f} "
+            f"{ref.prefix:10} {total:9.1f} {t1 - t0:9.1f} {t2 - t1:9.2f} "
+            f"{len(html.encode()) / 1e6:9.2f} {counting.seconds:9.1f} "
             f"{counting.patches:9d} {gflop:9.0f} {gflop / counting.seconds:9.1f}"
         )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak_mb:.0f} MB. predict s: load, reorient, crop, network, lesions;")
-    print("total s adds the QC report and the outputs; GFLOP/s: network FLOPs / network s")
+    print("total s adds the QC report (report s: building it; report MB: its size) and the")
+    print("outputs; GFLOP/s: network FLOPs / network s")
     print("reproduce: " + " ".join(["python", *sys.argv]))
     return 0
 
