@@ -135,3 +135,13 @@ def test_time_budget_stops_and_train_resume_continues(simulated_dataset, tmp_pat
     _, whole = load_model(tmp_path / "whole")
     assert card.weights_sha256 == whole.weights_sha256
     np.testing.assert_equal(card.training["best_validation_lesion_f1"], None)
+
+
+def test_a_state_saved_before_a_new_config_field_still_resumes():
+    from deepmir.training.resume import ADDED_FIELDS, config_differences
+
+    requested = CONFIG.to_dict()
+    older = {k: v for k, v in json.loads(json.dumps(requested)).items() if k not in ADDED_FIELDS}
+    assert config_differences(older, requested) == []
+    changed = {**requested, "lesion_size_floor": 8}
+    assert config_differences(older, changed) == ["lesion_size_floor: 0 -> 8"]

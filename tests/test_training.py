@@ -241,3 +241,42 @@ def test_pooled_cohorts_are_read_together_and_a_repeated_subject_is_refused(simu
         str(simulated_dataset.resolve()),
         str(simulated_dataset.parent.resolve()),
     ]
+
+
+def test_lesion_size_weights_lift_small_lesions_to_the_floor():
+    from deepmir.training.loss import lesion_size_weights
+
+    labels = np.zeros((2, 12, 12, 12), np.uint8)
+    labels[0, 1, 1, 1] = 1  # a 1-voxel CMB
+    labels[0, 5:9, 5:9, 5:9] = 1  # a 64-voxel CMB
+    labels[1, 2:4, 2, 2] = 3  # a 2-voxel calcification
+    labels[1, 4, 2, 2] = 1  # a 1-voxel CMB touching it: another class, another lesion
+    w = lesion_size_weights(labels, 8)
+    assert w[0, 1, 1, 1] == 8.0
+    assert (w[0, 5:9, 5:9, 5:9] == 1.0).all()
+    assert w[1, 2, 2, 2] == 4.0 and w[1, 4, 2, 2] == 8.0
+    assert w[labels == 0].min() == w[labels == 0].max() == 1.0
+    assert (lesion_size_weights(labels, 0) == 1.0).all()
+
+
+def test_size_floor_changes_the_loss_only_where_small_lesions_are():
+    from deepmir.training.loss import segmentation_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 10, 10, 10)
+    target = torch.zeros(1, 1, 10, 10, 10, dtype=torch.int64)
+    target[0, 0, 2:6, 2:6, 2:6] = 1  # 64 voxels: above the floor
+    plain, floored = segmentation_loss(4, 10.0, 0), segmentation_loss(4, 10.0, 8)
+    torch.testing.assert_close(plain(logits, target), floored(logits, target))
+    target[0, 0, 8, 8, 8] = 1  # a 1-voxel CMB the logits miss
+    logits[0, 0, 8, 8, 8], logits[0, 1, 8, 8, 8] = 5.0, -5.0
+    assert floored(logits, target) > plain(logits, target)
+
+
+def test_size_floor_trains_and_is_part_of_the_recipe(prepared):
+    subjects, norm = prepared
+    config = dataclasses.replace(TINY, iterations=3, lesion_size_floor=8)
+    result = train_on_subjects(subjects, [], norm, config, progress=False)
+    assert all(np.isfinite(result.losses))
+    with pytest.raises(ValueError, match="size floor"):
+        dataclasses.replace(TINY, lesion_size_floor=-1)

@@ -64,6 +64,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(the smallest CMBs get as many patches as the largest)",
     )
     p.add_argument(
+        "--lesion-size-floor",
+        type=int_at_least(0),
+        default=0,
+        metavar="VOXELS",
+        help="weight the cross-entropy of every lesion smaller than this many voxels up "
+        "to that of a lesion of this size, so that 1-2 voxel CMBs are not drowned by "
+        "large ones (default 0: off)",
+    )
+    p.add_argument(
         "--patch", type=int_at_least(32), default=64, help="cubic patch size (multiple of 32)"
     )
     p.add_argument("--batch-size", type=int_at_least(1), default=2)
@@ -125,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             modality_dropout=parse_dropout(args.modality_dropout),
             mask_jitter=args.mask_jitter,
             lesion_sampling=args.lesion_sampling,
+            lesion_size_floor=args.lesion_size_floor,
             tune_post=args.tune_post,
         )
     except ValueError as exc:

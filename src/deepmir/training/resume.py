@@ -47,6 +47,9 @@ FORMAT = 1
 #: TrainConfig fields that may differ between the runs of one recipe
 #: (neither changes what is computed)
 MAY_DIFFER = ("time_budget_s", "checkpoint_every")
+#: TrainConfig fields added after states were saved: a state without one ran
+#: with this value (the field's default, which computes what the older code did)
+ADDED_FIELDS: dict[str, Any] = {"lesion_size_floor": 0}
 
 _NET, _BEST, _OPTIM, _TORCH_RNG = "net.", "best.", "optim.state.", "torch_rng"
 
@@ -216,6 +219,7 @@ def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list
     """``field: saved -> requested`` for every TrainConfig field that differs
     (after a JSON round trip of ``requested``), except :data:`MAY_DIFFER`."""
     requested = json.loads(json.dumps(requested))
+    saved = {**ADDED_FIELDS, **saved}
     keys = (set(saved) | set(requested)) - set(MAY_DIFFER)
     return [
         f"{k}: {saved.get(k)!r} -> {requested.get(k)!r}"

@@ -3,7 +3,8 @@
 Patches oversample every lesion class and SWI mimics; the loss is MONAI's
 Dice (lesion classes, batch Dice: robust to a class that is 1e-5 of the
 voxels) + cross-entropy over all classes including background (lesion
-classes weighted 10x), as in nnU-Net.
+classes weighted 10x), as in nnU-Net, optionally with small lesions
+weighted up (:mod:`deepmir.training.loss`).
 (A focal term restricted to the lesion classes, tried first, let the
 background logit run away: calcification probabilities of 1e-9 that no
 gradient could lift.) The best
@@ -31,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.losses import DiceLoss
 from tqdm import tqdm
 
 from deepmir.evaluation import compute_metrics, match_subject
@@ -59,6 +59,7 @@ from deepmir.training.data import (
     iter_pooled,
     prepare,
 )
+from deepmir.training.loss import segmentation_loss
 from deepmir.training.provider import PatchProvider, SubjectPatches, drop_modalities
 from deepmir.training.resume import (
     RESUME_DIR,
@@ -106,6 +107,9 @@ class TrainConfig:
     #: how a lesion patch centre is drawn: ``voxel`` (in proportion to lesion
     #: size) or ``lesion`` (every lesion as likely; :mod:`deepmir.training.sampling`)
     lesion_sampling: str = "voxel"
+    #: > 1: the cross-entropy of a lesion smaller than this many voxels is weighted
+    #: up to that of a lesion of this size (:mod:`deepmir.training.loss`); 0: off
+    lesion_size_floor: int = 0
     #: start from the weights of this model folder (same architecture and input
     #: channels; fine-tuning), None: random initialization
     init_from: str | None = None
@@ -115,6 +119,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be at least 1")
         if not 0.0 <= self.mask_jitter <= 1.0:
             raise ValueError("mask jitter: the probability must be in [0, 1]")
+        if self.lesion_size_floor < 0:
+            raise ValueError("lesion size floor: need 0 (off) or a number of voxels")
         if self.lesion_sampling not in LESION_SAMPLING:
             raise ValueError(
                 f"lesion sampling must be one of {', '.join(LESION_SAMPLING)}, "
@@ -309,12 +315,7 @@ def train_on_subjects(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=max(config.iterations, 2), pct_start=0.1
     )
-    dice = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
-    ce_weight = torch.tensor([1.0] + [config.lesion_ce_weight] * (len(LABELS) - 1))
-
-    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = torch.nn.functional.cross_entropy(logits, target[:, 0], weight=ce_weight)
-        return dice(logits, target) + ce
+    loss_fn = segmentation_loss(len(LABELS), config.lesion_ce_weight, config.lesion_size_floor)
 
     if provider is None:
         provider = SubjectPatches(train, norm.channels, config.patch_size, config.lesion_sampling)
