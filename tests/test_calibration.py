@@ -105,3 +105,51 @@ def test_lesion_outcomes_follow_the_evaluation_matching():
     assert out.real.tolist() == [False, True, False]
     assert out.labels.tolist() == [1, 1, 3]
     np.testing.assert_allclose(out.scores, [0.9, 0.6, 0.7], rtol=1e-6)
+
+
+def _subjects(n: int, per_subject: int, seed: int, power: float, label: int = 1):
+    """Subjects of ``per_subject`` lesions of class ``label``: real with probability score^power."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        scores = rng.uniform(0, 1, per_subject)
+        out.append(
+            LesionOutcomes(
+                labels=np.full(per_subject, label, np.uint8),
+                scores=scores,
+                real=rng.uniform(0, 1, per_subject) < scores**power,
+            )
+        )
+    return out
+
+
+def test_selection_keeps_the_raw_score_when_it_is_calibrated_and_maps_it_when_not():
+    from deepmir.inference.calibration import fit_selected, select_method
+
+    calibrated = _subjects(40, 25, 0, power=1.0)  # P(real) = score: nothing to fix
+    method, scores = select_method(calibrated, 1)
+    assert set(scores) == {"identity", "platt", "isotonic"}
+    assert method == "identity"
+    miscalibrated = _subjects(20, 20, 1, power=4.0)  # raw score far too high
+    method, scores = select_method(miscalibrated, 1)
+    assert method != "identity"
+    assert scores[method]["ece"] < scores["identity"]["ece"] - 0.05
+    cal = fit_selected(miscalibrated + _subjects(3, 2, 2, 1.0, label=3))
+    assert cal.classes[1].method == method and cal.classes[1].selection == scores
+    assert cal.classes[2].method == "identity"  # no iron lesion at all
+    # the stored map is the chosen method refitted on every lesion
+    new = _subjects(10, 50, 3, power=4.0)
+    pooled = LesionOutcomes.concatenate(new)
+    after = expected_calibration_error(cal.apply(pooled.labels, pooled.scores), pooled.real)
+    assert after < 0.5 * expected_calibration_error(pooled.scores, pooled.real)
+    restored = Calibration.from_dict(cal.to_dict())
+    assert restored.classes[1].selection == scores
+
+
+def test_selection_is_seeded_and_rejects_an_unknown_method():
+    from deepmir.inference.calibration import select_method
+
+    subjects = _subjects(12, 6, 4, power=2.0)
+    assert select_method(subjects, 1, seed=5) == select_method(subjects, 1, seed=5)
+    with pytest.raises(ValueError, match="method"):
+        fit_class([0.5, 0.6], [True, False], "beta")

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     table = Table(title="lesion probability calibration (ECE: 10 bins, weighted by count)")
-    for column in ("class", "method", "n", "real", "ECE raw", "ECE cal.*"):
+    for column in ("class", "method (CV log loss)", "n", "real", "ECE raw", "ECE cal.*"):
         table.add_column(column)
     if report.held_out is not None:
         for column in ("held-out n", "ECE raw", "ECE cal."):
@@ -63,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
     for label, cal in sorted(report.calibration.classes.items()):
         name = LABELS[label]
         row = report.in_sample[name]
-        cells = [name, cal.method, row["n_lesions"], row["n_real"], row["ece_before"]]
+        method = cal.method
+        if cal.selection:
+            scores = cal.selection.items()
+            method += " (" + ", ".join(f"{m} {e['log_loss']:.3f}" for m, e in scores) + ")"
+        cells = [name, method, row["n_lesions"], row["n_real"], row["ece_before"]]
         cells.append(row["ece_after"])
         if report.held_out is not None:
             held = report.held_out[name]
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(
         "n: lesions predicted; real: true positives of their class; * on the lesions the "
-        "map was fitted on (optimistic)"
+        "map was fitted on (optimistic); CV log loss: out-of-fold, of each method (by "
+        "subject), the lowest chosen"
         + ("; held-out: map fitted on the other subjects" if report.held_out else ""),
         highlight=False,
     )

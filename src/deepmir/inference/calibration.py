@@ -27,6 +27,20 @@ positive of class c (:func:`lesion_outcomes`). Per class
   towards a = 0, not towards the identity); stored as knots too;
 * **identity** (no lesion): the raw score.
 
+With the subjects known (:func:`fit_selected`, what ``deepmir calibrate``
+uses), the method of each class is instead **chosen by cross-validation by
+subject**: identity, Platt and (10 lesions or more) isotonic are each fitted
+on all folds but one and applied to the lesions of the remaining fold; the
+method with the lowest pooled out-of-fold log loss is refitted on every
+lesion, a more flexible one winning only by more than
+:data:`SELECTION_MARGIN`. On a few dozen lesions an isotonic map can fit
+noise: on the robustness phantoms, one fitted on 72 subjects' 50 iron
+deposits made the held-out ECE 0.14 against 0.07 for the raw score. The
+log loss (a proper scoring rule) selects, because binned ECE is too noisy
+to: on 1000 perfectly calibrated synthetic lesions the raw score's
+out-of-fold ECE is 0.02-0.04 and a fitted map beats it by chance. Both are
+stored, per method.
+
 Outside its knots a map is constant (``np.interp``). The stored record per
 class holds the knots, the method, the number of lesions and of real ones,
 and the expected calibration error before and after (on the fitting lesions:
@@ -40,6 +54,7 @@ whose ``calibration_curve`` bins the same way, is not a dependency).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -63,6 +78,12 @@ CLIP = (0.01, 0.99)
 N_BINS = 10
 #: strength of the pull of the Platt fit towards the identity (in lesions' worth)
 PLATT_RIDGE = 2.0
+#: method selection: folds (by subject), and the out-of-fold log loss (nats per
+#: lesion) a more flexible method must gain over a simpler one (design choice)
+SELECTION_FOLDS = 5
+SELECTION_MARGIN = 0.002
+#: candidate methods, simplest first
+METHODS = ("identity", "platt", "isotonic")
 _EPS = 1e-4
 
 
@@ -77,6 +98,8 @@ class ClassCalibration:
     n_real: int = 0
     ece_before: float | None = None
     ece_after: float | None = None
+    #: method -> out-of-fold log loss and ECE, when chosen by cross-validation
+    selection: dict[str, dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if not self.x or len(self.x) != len(self.y) or np.any(np.diff(self.x) < 0):
@@ -94,6 +117,7 @@ class ClassCalibration:
             "n_real": self.n_real,
             "ece_before": self.ece_before,
             "ece_after": self.ece_after,
+            **({} if self.selection is None else {"selection_cv": self.selection}),
         }
 
     @staticmethod
@@ -106,6 +130,7 @@ class ClassCalibration:
             n_real=int(d.get("n_real", 0)),
             ece_before=d.get("ece_before"),
             ece_after=d.get("ece_after"),
+            selection=d.get("selection_cv"),
         )
 
 
@@ -214,16 +239,25 @@ def _knots_platt(scores: FloatArray, real: FloatArray) -> tuple[FloatArray, Floa
     return x, np.clip(expit(a * _logit(x) + b), *CLIP)
 
 
-def fit_class(scores: npt.ArrayLike, real: npt.ArrayLike) -> ClassCalibration:
-    """The map of one class from its lesions' raw scores and outcomes (real or not)."""
+def fit_class(
+    scores: npt.ArrayLike, real: npt.ArrayLike, method: str | None = None
+) -> ClassCalibration:
+    """The map of one class from its lesions' raw scores and outcomes (real or
+    not); ``method`` None: isotonic with 10 lesions or more, else Platt."""
     s = np.asarray(scores, np.float64)
     y = np.asarray(real, np.float64)
     if s.size == 0:
         return IDENTITY
-    if s.size >= MIN_ISOTONIC:
-        x, fitted, method = *_knots_isotonic(s, y), "isotonic"
+    if method is None:
+        method = "isotonic" if s.size >= MIN_ISOTONIC else "platt"
+    if method == "isotonic":
+        x, fitted = _knots_isotonic(s, y)
+    elif method == "platt":
+        x, fitted = _knots_platt(s, y)
+    elif method == "identity":
+        x, fitted = np.array([0.0, 1.0]), np.array([0.0, 1.0])
     else:
-        x, fitted, method = *_knots_platt(s, y), "platt"
+        raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
     cal = ClassCalibration(
         x=tuple(float(v) for v in x), y=tuple(float(v) for v in fitted), method=method
     )
@@ -302,6 +336,75 @@ def fit_calibration(outcomes: LesionOutcomes, info: dict[str, Any] | None = None
         {label: fit_class(*outcomes.of_class(label)) for label in LESION_CLASSES},
         dict(info or {}),
     )
+
+
+def log_loss(probabilities: npt.ArrayLike, real: npt.ArrayLike) -> float:
+    """Mean negative log-likelihood of the outcomes, probabilities clipped to
+    :data:`CLIP` (the bounds every fitted map keeps)."""
+    p = np.clip(np.asarray(probabilities, np.float64), *CLIP)
+    y = np.asarray(real, np.float64)
+    return float(-(y * np.log(p) + (1.0 - y) * np.log1p(-p)).mean())
+
+
+def select_method(
+    per_subject: list[LesionOutcomes],
+    label: int,
+    folds: int = SELECTION_FOLDS,
+    seed: int = 0,
+) -> tuple[str, dict[str, dict[str, float]]]:
+    """The method for class ``label`` with the lowest out-of-fold log loss
+    (cross-validation by subject; a more flexible method must gain more than
+    :data:`SELECTION_MARGIN`), and each candidate's out-of-fold log loss and
+    ECE; identity when fewer than two subjects have lesions of the class."""
+    parts = [p.of_class(label) for p in per_subject]
+    with_lesions = [i for i, (s, _) in enumerate(parts) if len(s)]
+    n = sum(len(parts[i][0]) for i in with_lesions)
+    if len(with_lesions) < 2:
+        return "identity", {}
+    k = min(folds, len(with_lesions))
+    fold = np.full(len(parts), -1, np.int64)
+    order = np.random.default_rng(seed).permutation(with_lesions)
+    fold[order] = np.arange(len(order)) % k
+    candidates = [m for m in METHODS if m != "isotonic" or n >= MIN_ISOTONIC]
+    scores: dict[str, dict[str, float]] = {}
+    for method in candidates:
+        predicted, outcome = [], []
+        for f in range(k):
+            train = [parts[i] for i in np.flatnonzero((fold != f) & (fold >= 0))]
+            fitted = fit_class(
+                np.concatenate([s for s, _ in train]),
+                np.concatenate([r for _, r in train]),
+                method,
+            )
+            for i in np.flatnonzero(fold == f):
+                predicted.append(fitted(parts[i][0]))
+                outcome.append(parts[i][1])
+        p, y = np.concatenate(predicted), np.concatenate(outcome)
+        scores[method] = {
+            "log_loss": round(log_loss(p, y), 4),
+            "ece": round(expected_calibration_error(p, y), 4),
+        }
+    chosen = candidates[0]
+    for method in candidates[1:]:
+        if scores[method]["log_loss"] < scores[chosen]["log_loss"] - SELECTION_MARGIN:
+            chosen = method
+    return chosen, scores
+
+
+def fit_selected(
+    per_subject: list[LesionOutcomes],
+    info: dict[str, Any] | None = None,
+    folds: int = SELECTION_FOLDS,
+    seed: int = 0,
+) -> Calibration:
+    """Per class, the method :func:`select_method` chooses, refitted on every lesion."""
+    everything = LesionOutcomes.concatenate(per_subject)
+    classes = {}
+    for label in LESION_CLASSES:
+        method, errors = select_method(per_subject, label, folds, seed)
+        cal = fit_class(*everything.of_class(label), method)
+        classes[label] = dataclasses.replace(cal, selection=errors or None)
+    return Calibration(classes, dict(info or {}))
 
 
 def calibration_errors(

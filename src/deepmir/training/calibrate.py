@@ -4,11 +4,14 @@ on annotated subjects it was not trained on (:mod:`deepmir.inference.calibration
 The subjects are predicted as ``deepmir tune`` does (prepared subjects,
 sliding-window probabilities, the model's stored post-processing), every
 predicted lesion is matched to the reference, and one monotone map per class
-is fitted. The ECE of the calibrated probabilities on the lesions the map was
-fitted on is optimistic, so with ``holdout_fraction`` > 0 the subjects are
-first split (seeded, by subject): a map fitted on one part is scored on the
-other; the stored map is then refitted on every subject. The config.json is
-rewritten with the map; the weights, and their sha256, are unchanged.
+is fitted, its method chosen by cross-validation by subject
+(:func:`~deepmir.inference.calibration.fit_selected`). The ECE of the
+calibrated probabilities on the lesions the map was fitted on is
+optimistic, so with ``holdout_fraction`` > 0 the subjects are first split
+(seeded, by subject): a map fitted on one part, its methods chosen on that
+part alone, is scored on the other; the stored map is then refitted on
+every subject. The config.json is rewritten with the map; the weights, and
+their sha256, are unchanged.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import torch
 
 from deepmir.inference.calibration import (
     MIN_ISOTONIC,
+    SELECTION_FOLDS,
+    SELECTION_MARGIN,
     Calibration,
     LesionOutcomes,
     calibration_errors,
-    fit_calibration,
+    fit_selected,
     lesion_outcomes,
     reliability_figure,
 )
@@ -43,9 +48,11 @@ from deepmir.training.data import (
 )
 
 METHODS_NOTE = (
-    f"per class: isotonic regression of 'is a true positive of its class' on the raw "
-    f"lesion score with >= {MIN_ISOTONIC} lesions; with fewer, a Platt fit shrunk towards "
-    "the raw score; with none, the raw score"
+    "per class: the raw lesion score, a Platt fit shrunk towards it, or (with >= "
+    f"{MIN_ISOTONIC} lesions) isotonic regression of 'is a true positive of its class' on "
+    f"it, whichever has the lowest out-of-fold log loss in {SELECTION_FOLDS}-fold "
+    f"cross-validation by subject (a more flexible one must gain > {SELECTION_MARGIN}), "
+    "refitted on every subject"
 )
 
 
@@ -113,12 +120,12 @@ def calibrate_model(
 
     held_out = None
     held_fit: Calibration | None = None
-    if held_names:
-        held_fit = fit_calibration(pooled(fit_names))
+    if held_names:  # the whole procedure, selection included, on the fit part only
+        held_fit = fit_selected([outcomes[n] for n in fit_names], seed=seed)
         held_out = calibration_errors(pooled(held_names), held_fit)
     everything = pooled(names)
-    calibration = fit_calibration(
-        everything,
+    calibration = fit_selected(
+        [outcomes[n] for n in names],
         {
             "methods": METHODS_NOTE,
             "data": folder_record(data),
@@ -128,6 +135,7 @@ def calibrate_model(
             if held_out is None
             else {"fit_subjects": fit_names, "subjects": held_names, "classes": held_out},
         },
+        seed=seed,
     )
     card.calibration = calibration
     save_model(model_dir, net, card)
