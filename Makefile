@@ -179,7 +179,7 @@ train-v0.5: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 		--lesion-size-floor 8 \
 		--iterations $(V05_ITERATIONS) --time-budget $(V05_BUDGET_MIN) --val-every 1500 \
 		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
-	$(BIN)/deepmir tune --model $(V05_MODEL) --data $(ROBUST_TUNE)
+	$(BIN)/deepmir tune --model $(V05_MODEL) --data $(ROBUST_TUNE) --min-depth-mm 0,0,3
 	$(BIN)/deepmir calibrate --model $(V05_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
 		--out $(V05_MODEL)/calibration
 

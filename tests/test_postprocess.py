@@ -95,3 +95,25 @@ def test_post_processing_survives_the_model_config():
     old = PostProcessing.from_dict({"threshold": 0.5, "min_size_voxels": 2})
     assert old.min_size_voxels == (2, 2, 2)
     assert old.max_elongation == (np.inf, np.inf, np.inf)
+    assert old.min_depth_mm == (0.0, 0.0, 0.0)  # no rim rule for a model saved without one
+
+
+def test_rim_rule_drops_only_the_classes_asked_and_only_lesions_wholly_in_the_rim():
+    p = _probabilities((30, 30, 30))
+    mask = np.zeros((30, 30, 30), bool)
+    mask[3:27, 3:27, 3:27] = True
+    _put(p, (slice(3, 5), slice(10, 12), slice(10, 12)), 3, 0.9)  # calc, depth 1 voxel
+    _put(p, (slice(3, 5), slice(18, 20), slice(18, 20)), 1, 0.9)  # CMB, same depth
+    _put(p, (slice(3, 9), slice(20, 22), slice(12, 14)), 3, 0.9)  # calc reaching 5 deep
+    _put(p, (slice(14, 16), slice(14, 16), slice(14, 16)), 3, 0.9)  # calc, deep
+    post = PostProcessing(min_size_voxels=1, min_depth_mm=(0.0, 0.0, 3.0))
+    kept = lesions_from_probabilities(p, post, (1.0, 1.0, 1.0), mask)
+    assert sorted(kept.labels.tolist()) == [1, 3, 3]
+    assert kept.dseg[3, 10, 10] == 0 and kept.dseg[3, 20, 12] == 3
+    # the depth is in mm: with 0.5 mm voxels the same lesions lie shallower
+    half = lesions_from_probabilities(p, post, (0.5, 0.5, 0.5), mask)
+    assert half.dseg[3, 20, 12] == 0 and half.dseg[14, 14, 14] == 3
+    # without a mask, or with depth 0, nothing is dropped for its place
+    assert len(lesions_from_probabilities(p, post).labels) == 4
+    none = PostProcessing(min_size_voxels=1, min_depth_mm=0.0)
+    assert len(lesions_from_probabilities(p, none, (1.0, 1.0, 1.0), mask).labels) == 4

@@ -21,6 +21,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, type=Path, help="model folder")
     add_pooled_data(p, "BIDS folder with reference labels")
     p.add_argument(
+        "--min-depth-mm",
+        type=_depths,
+        default=None,
+        metavar="CMB,IRON,CALC",
+        help="drop lesions of a class that lie entirely within this distance (mm) of the "
+        "brain-mask edge, where QSM is least reliable; a design value, kept as given, not "
+        "searched (default: the model's; e.g. 0,0,3: calcifications only)",
+    )
+    p.add_argument(
         "--ratings",
         type=Path,
         metavar="DIR",
@@ -35,6 +44,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="the predictions folder the ratings rate (with --ratings)",
     )
     return p
+
+
+def _depths(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 3) or any(not v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected one or three depths in mm >= 0 (cmb,iron,calcification), got {text!r}"
+        )
+    return values * 3 if len(values) == 1 else values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
         if args.ratings is not None:
             with tempfile.TemporaryDirectory(prefix="deepmir-ratings-") as reference:
                 write_rated_reference(args.ratings, args.predictions, reference)
-                post, f1 = retune_model(args.model, args.data, reference)
+                post, f1 = retune_model(args.model, args.data, reference, args.min_depth_mm)
         else:
-            post, f1 = retune_model(args.model, args.data)
+            post, f1 = retune_model(args.model, args.data, min_depth_mm=args.min_depth_mm)
     except (SubjectDataError, ModelError, EvaluationInputError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2

@@ -13,7 +13,17 @@ moments in mm, l1 >= l2 >= l3, each voxel counted as a uniform box (its own
 variance, spacing^2 / 12 per axis, is added), so 1 for a ball or a single
 voxel, 2 for two voxels in a row, about the length-to-width ratio for a tube.
 
-The per-class limits are chosen on validation subjects after training
+The brain-mask rim: lesions of a class with ``min_depth_mm`` > 0 that lie
+entirely within that distance of the brain-mask edge are dropped. There QSM
+carries the residue of background-field removal and the skull's edge, and a
+derived mask can take in a little bone: without a given mask, the
+calcifications predicted on the robustness phantoms all sat in its outer
+2 mm. Depth is counted in erosions of the mask (6-connected, so a city-block
+distance, a slight overestimate along diagonals) on the grid of the
+probabilities. The depth is a design value, not tuned: the phantoms put no
+lesion within 3 mm of the edge, so tuning would always push it up.
+
+The other per-class limits are chosen on validation subjects after training
 (:func:`deepmir.training.train.tune_post_processing`) and stored with the
 model. Components come from cc3d; the rest is a few lines of numpy written
 here because no library assigns one class per component.
@@ -30,6 +40,9 @@ import numpy as np
 import numpy.typing as npt
 
 N_LESION_CLASSES = 3
+#: the rim rule's design value: calcifications only (QSM's rim residue and the
+#: skull's edge are diamagnetic); CMBs and iron are kept up to the mask edge
+DEFAULT_MIN_DEPTH_MM = (0.0, 0.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -42,10 +55,13 @@ class PostProcessing:
     min_probability: tuple[float, ...] = field(default=(0.0, 0.0, 0.0))
     #: per lesion class; inf keeps every shape
     max_elongation: tuple[float, ...] = field(default=(np.inf, np.inf, np.inf))
+    #: per lesion class: a lesion with no voxel this deep (mm) inside the brain
+    #: mask is dropped (0: kept wherever it is; a saved config without it: 0)
+    min_depth_mm: tuple[float, ...] = field(default=DEFAULT_MIN_DEPTH_MM)
 
     def __post_init__(self) -> None:
         # one number for every class is accepted too
-        for name in ("min_size_voxels", "min_probability", "max_elongation"):
+        for name in ("min_size_voxels", "min_probability", "max_elongation", "min_depth_mm"):
             value = np.broadcast_to(np.asarray(getattr(self, name)), N_LESION_CLASSES)
             cast = int if name == "min_size_voxels" else float
             object.__setattr__(self, name, tuple(cast(x) for x in value))
@@ -57,6 +73,7 @@ class PostProcessing:
             "min_probability": list(self.min_probability),
             # JSON has no infinity: null means no limit
             "max_elongation": [None if np.isinf(x) else x for x in self.max_elongation],
+            "min_depth_mm": list(self.min_depth_mm),
         }
 
     @staticmethod
@@ -70,6 +87,7 @@ class PostProcessing:
             min_size_voxels=d.get("min_size_voxels", 2),
             min_probability=d.get("min_probability", 0.0),
             max_elongation=tuple(np.inf if x is None else float(x) for x in limits),
+            min_depth_mm=d.get("min_depth_mm", 0.0),
         )
 
 
@@ -82,6 +100,9 @@ class Candidates:
     sizes: npt.NDArray[np.int64]
     mean_probability: npt.NDArray[np.float32]
     elongation: npt.NDArray[np.float64]
+    #: deepest voxel of each component inside the brain mask, in mm (erosions
+    #: times the voxel size), counted up to the depth asked for; inf without a mask
+    depth_mm: npt.NDArray[np.float64] | None = None
 
 
 @dataclass
@@ -120,12 +141,38 @@ def elongation(
     return np.asarray(np.sqrt(eig[:, 2] / eig[:, 1]), np.float64)
 
 
+def component_depth(
+    components: npt.NDArray[np.int32],
+    n: int,
+    mask: npt.NDArray[np.bool_],
+    max_depth_mm: float,
+    spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
+) -> npt.NDArray[np.float64]:
+    """Per component (index 0 unused): how many 6-connected erosions of ``mask``
+    its deepest voxel survives, times the voxel size, up to ``max_depth_mm``
+    (deeper ones get that value)."""
+    from scipy import ndimage
+
+    step = float(min(spacing))
+    depth = np.zeros(n + 1)
+    inside = mask.astype(bool)
+    for k in range(int(np.ceil(max_depth_mm / step - 1e-9)) + 1):
+        reached = np.bincount(components[inside], minlength=n + 1) > 0
+        depth[reached] = min(k * step, max_depth_mm)
+        inside = ndimage.binary_erosion(inside)
+    return depth
+
+
 def candidate_lesions(
     probabilities: npt.NDArray[np.float32],
     threshold: float,
     spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
+    mask: npt.NDArray[np.bool_] | None = None,
+    max_depth_mm: float = 0.0,
 ) -> Candidates:
-    """Components of ``1 - p(background) >= threshold``, one class each."""
+    """Components of ``1 - p(background) >= threshold``, one class each; with a
+    brain ``mask`` and ``max_depth_mm`` > 0 also their depth in it
+    (:func:`component_depth`)."""
     foreground = (1.0 - probabilities[0]) >= threshold
     components = cc3d.connected_components(foreground, connectivity=26).astype(np.int32)
     n = int(components.max())
@@ -141,7 +188,10 @@ def candidate_lesions(
     )  # (L-1, n+1)
     classes = (np.argmax(sums, axis=0) + 1).astype(np.uint8)
     mean = (sums[classes - 1, np.arange(n + 1)] / np.maximum(sizes, 1)).astype(np.float32)
-    return Candidates(components, classes, sizes, mean, elongation(components, n, spacing))
+    depth = None
+    if mask is not None and max_depth_mm > 0:
+        depth = component_depth(components, n, mask, max_depth_mm, spacing)
+    return Candidates(components, classes, sizes, mean, elongation(components, n, spacing), depth)
 
 
 def select_lesions(candidates: Candidates, post: PostProcessing) -> Lesions:
@@ -154,6 +204,8 @@ def select_lesions(candidates: Candidates, post: PostProcessing) -> Lesions:
         & (c.mean_probability >= np.asarray(post.min_probability)[index])
         & (c.elongation <= np.asarray(post.max_elongation)[index] + 1e-9)
     )
+    if c.depth_mm is not None:
+        keep &= c.depth_mm >= np.asarray(post.min_depth_mm)[index] - 1e-9
     keep[0] = False
     kept = np.flatnonzero(keep)
     new_id = np.zeros(len(keep), np.int32)
@@ -171,8 +223,13 @@ def lesions_from_probabilities(
     probabilities: npt.NDArray[np.float32],
     post: PostProcessing | None = None,
     spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
+    mask: npt.NDArray[np.bool_] | None = None,
 ) -> Lesions:
     """Lesions from class probabilities (L, I, J, K); label 0 is background;
-    ``spacing``: voxel size in mm along I, J, K (for the elongation)."""
+    ``spacing``: voxel size in mm along I, J, K (for the elongation and the
+    depth); ``mask``: the brain mask on the same grid (None: no rim rule)."""
     post = post or PostProcessing()
-    return select_lesions(candidate_lesions(probabilities, post.threshold, spacing), post)
+    candidates = candidate_lesions(
+        probabilities, post.threshold, spacing, mask, max(post.min_depth_mm)
+    )
+    return select_lesions(candidates, post)

@@ -319,7 +319,8 @@ def predict_subject(
     del images, present
     probabilities = predict_probabilities(model.net, image, card.patch_size)
     del image
-    lesions = lesions_from_probabilities(probabilities, post, voxel_spacing(grid.target_affine))
+    spacing = voxel_spacing(grid.target_affine)
+    lesions = lesions_from_probabilities(probabilities, post, spacing, mask)
     instances = orient.backward(instances_backward(lesions.instances, grid))
     classes = np.concatenate([[0], lesions.labels]).astype(np.uint8)
     back = Lesions(

@@ -81,7 +81,8 @@ def subject_outcomes(
 ) -> LesionOutcomes:
     """Predict a prepared subject with the model's post-processing; its lesions' outcomes."""
     probabilities = predict_probabilities(net, subject.image, card.patch_size)
-    lesions = lesions_from_probabilities(probabilities, card.post, voxel_spacing(subject.affine))
+    spacing = voxel_spacing(subject.affine)
+    lesions = lesions_from_probabilities(probabilities, card.post, spacing, subject.brain)
     instances = subject.instances if subject.instances.any() else None
     return lesion_outcomes(lesions, subject.dseg, instances, subject.affine)
 

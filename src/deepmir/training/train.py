@@ -173,7 +173,7 @@ def set_deterministic(seed: int) -> None:
 
 
 def _match(s: TrainingSubject, prob: np.ndarray, config: TrainConfig, post: PostProcessing) -> Any:
-    lesions = lesions_from_probabilities(prob, post, voxel_spacing(s.affine))
+    lesions = lesions_from_probabilities(prob, post, voxel_spacing(s.affine), s.brain)
     return _match_dseg(s, lesions.dseg, config)
 
 
@@ -232,7 +232,11 @@ def tune_post_processing(
     best, best_f1 = config.post, -1.0
     for threshold in THRESHOLDS:
         pairs = zip(probs, subjects, strict=True)
-        candidates = [candidate_lesions(p, threshold, voxel_spacing(s.affine)) for p, s in pairs]
+        depth = max(best.min_depth_mm)
+        candidates = [
+            candidate_lesions(p, threshold, voxel_spacing(s.affine), s.brain, depth)
+            for p, s in pairs
+        ]
 
         def score(post: PostProcessing, cands: list[Candidates] = candidates) -> float:
             return mean_f1(
@@ -548,16 +552,21 @@ def retune_model(
     model_dir: str | Path,
     data: str | Path | Sequence[str | Path],
     reference: str | Path | None = None,
+    min_depth_mm: tuple[float, ...] | None = None,
 ) -> tuple[PostProcessing, float]:
     """Re-choose a saved model's post-processing on other annotated datasets
     (one or several pooled; subjects it was never trained on) and rewrite its
     config.json; the weights, and so their sha256, are unchanged.
     ``reference``: the labels' folder when not ``data``'s
-    ``derivatives/reference`` (:func:`read_annotated`; one dataset)."""
+    ``derivatives/reference`` (:func:`read_annotated`; one dataset).
+    ``min_depth_mm``: the rim rule to tune under and store (None: the model's;
+    it is a design value, not searched)."""
     from deepmir.io.loader import SubjectDataError
     from deepmir.model.checkpoint import load_model
 
     net, card = load_model(model_dir)
+    if min_depth_mm is not None:
+        card.post = dataclasses.replace(card.post, min_depth_mm=min_depth_mm)
     # cropped to the brain as read, as in training (a pooled tuning cohort of
     # 72 full fields of view and their probabilities took 18 GB)
     subjects = [
