@@ -298,3 +298,25 @@ def test_b0_direction_from_the_sidecar_is_used() -> None:
     assert assumed.b0_voxel == pytest.approx((0.0, 0.0, 1.0))
     far = known.qsm_mask & ~ndimage.binary_dilation(lesion, iterations=4)
     assert known.chimap[far].std() < 0.7 * assumed.chimap[far].std()
+
+
+def test_air_tissue_regions_take_the_steep_edge_and_leave_a_deep_lesion() -> None:
+    from deepmir.qsm.gre import air_tissue_regions
+
+    shape = (60, 60, 60)
+    i, j, k = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    mask = (i - 30) ** 2 + (j - 30) ** 2 + (k - 30) ** 2 <= 27**2
+    phase = np.zeros(shape, np.float32)
+    # next to the "sinus": the phase steps by 2.5 rad per voxel in a slab at the edge
+    sinus = mask & (k < 12) & (np.abs(i - 30) < 12) & (np.abs(j - 30) < 12)
+    phase[sinus] = np.angle(np.exp(2.5j * i[sinus])).astype(np.float32)
+    # a CMB deep inside: steep too, but small and far from the edge
+    cmb = (i - 30) ** 2 + (j - 30) ** 2 + (k - 34) ** 2 <= 3**2
+    phase[cmb] = np.angle(np.exp(2.5j * (i[cmb] + j[cmb]))).astype(np.float32)
+    air = air_tissue_regions(phase, mask, (1.0, 1.0, 1.0))
+    assert air[sinus].mean() > 0.9
+    assert not air[cmb].any()
+    assert not (air & ~mask).any()
+    # the same slab, if it were smaller than the threshold, stays in
+    small = air_tissue_regions(np.where(k < 4, phase, 0).astype(np.float32), mask, (1.0,) * 3)
+    assert not small.any()
