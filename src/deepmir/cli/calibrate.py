@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     table = Table(title="lesion probability calibration (ECE: 10 bins, weighted by count)")
-    for column in ("class", "method (CV log loss)", "n", "real", "ECE raw", "ECE cal.*"):
+    for column in ("class", "method", "n", "real", "ECE raw", "ECE cal.*"):
         table.add_column(column)
     if report.held_out is not None:
         for column in ("held-out n", "ECE raw", "ECE cal."):
@@ -63,21 +63,23 @@ def run(args: argparse.Namespace) -> int:
     for label, cal in sorted(report.calibration.classes.items()):
         name = LABELS[label]
         row = report.in_sample[name]
-        method = cal.method
-        if cal.selection:
-            scores = cal.selection.items()
-            method += " (" + ", ".join(f"{m} {e['log_loss']:.3f}" for m, e in scores) + ")"
-        cells = [name, method, row["n_lesions"], row["n_real"], row["ece_before"]]
+        cells = [name, cal.method, row["n_lesions"], row["n_real"], row["ece_before"]]
         cells.append(row["ece_after"])
         if report.held_out is not None:
             held = report.held_out[name]
             cells += [held["n_lesions"], held["ece_before"], held["ece_after"]]
         table.add_row(*(cell(c) for c in cells))
     console.print(table)
+    for label, cal in sorted(report.calibration.classes.items()):
+        if cal.selection:
+            scores = ", ".join(
+                f"{m} {e['log_loss']:.3f} (ECE {e['ece']:.3f})" for m, e in cal.selection.items()
+            )
+            console.print(f"{LABELS[label]}: out-of-fold log loss {scores}", highlight=False)
     console.print(
         "n: lesions predicted; real: true positives of their class; * on the lesions the "
-        "map was fitted on (optimistic); CV log loss: out-of-fold, of each method (by "
-        "subject), the lowest chosen"
+        "map was fitted on (optimistic); the method has the lowest out-of-fold log "
+        "loss (5-fold cross-validation by subject)"
         + ("; held-out: map fitted on the other subjects" if report.held_out else ""),
         highlight=False,
     )
