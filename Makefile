@@ -46,7 +46,7 @@ bench-vein: $(STAMP)
 
 # raw GRE in: QSM/SWI from magnitude + phase vs the truth and the simulator's own images
 bench-gre: $(STAMP)
-	$(BIN)/python benchmarks/bench_gre.py --n 3 --out build/bench-gre --json benchmarks/results/gre.json
+	$(BIN)/python benchmarks/bench_gre.py --n 6 --out build/bench-gre --json benchmarks/results/gre.json
 
 # The v0.1 recipe (narrow phantom): 24 simulated subjects (seed 1000, never the
 # demo's 20211), fixed iteration count (deterministic). Its weights are where the

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_robust import CLASSES, score, subset_dataset  # noqa: E402
+from bench_robust import CLASSES, _n_simulated, score, subset_dataset  # noqa: E402
 
 TARGET_F1_GAP = 0.05
 TARGET_SECONDS = 30.0
@@ -117,15 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     from deepmir.phantom.simulate import SimulationConfig, simulate_dataset
 
     data = args.out / "bids"
-    if not (data / "participants.tsv").exists():
+    have = _n_simulated(data)
+    if have < args.n:  # a new cohort, or a smaller one of an earlier run extended
         start = time.perf_counter()
         simulate_dataset(
             SimulationConfig(
-                out=data, n_subjects=args.n, seed=args.seed, preset="randomized", raw_gre=True
+                out=data,
+                n_subjects=args.n - have,
+                first_index=have,
+                seed=args.seed,
+                preset="randomized",
+                raw_gre=True,
             ),
             progress=False,
         )
-        print(f"simulated {args.n} subjects in {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"simulated {args.n - have} subjects in {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
+    elif have > args.n:
+        sys.exit(f"{data} holds {have} subjects, more than --n {args.n}: give --n {have}")
     gre_only = subset_dataset(data, ("t2w", "mask"), args.out / "bids-gre")
     rows = {
         "simulator": score("simulator swi+qsm", data, args.out / "pred-simulator", args),
