@@ -256,8 +256,14 @@ def test_tune_rewrites_the_post_processing_not_the_weights(simulated_dataset, ti
     after = json.loads((model / "config.json").read_text())
     assert after["weights_sha256"] == before["weights_sha256"]
     assert after["training"]["post_processing_tuned_on"]["subjects"] == ["sub-01", "sub-02"]
-    keys = {"threshold", "min_size_voxels", "min_probability", "max_elongation"}
+    keys = {"threshold", "min_size_voxels", "min_probability", "max_elongation", "min_depth_mm"}
     assert set(after["post_processing"]) == keys
+    # the rim depth is kept as given, not searched
+    argv = ["tune", "--model", str(model), "--data", str(simulated_dataset)]
+    assert main([*argv, "--min-depth-mm", "0,1.5,4"]) == 0
+    tuned = json.loads((model / "config.json").read_text())["post_processing"]
+    assert tuned["min_depth_mm"] == [0.0, 1.5, 4.0]
+    assert main([*argv, "--min-depth-mm", "1,2"]) == 2
     assert main(["tune", "--model", str(tmp_path / "none"), "--data", str(simulated_dataset)]) == 2
 
 
