@@ -36,10 +36,9 @@ lesion, a more flexible one winning only by more than
 :data:`SELECTION_MARGIN`. On a few dozen lesions an isotonic map can fit
 noise: on the robustness phantoms, one fitted on 72 subjects' 50 iron
 deposits made the held-out ECE 0.14 against 0.07 for the raw score. The
-log loss (a proper scoring rule) selects, because binned ECE is too noisy
-to: on 1000 perfectly calibrated synthetic lesions the raw score's
-out-of-fold ECE is 0.02-0.04 and a fitted map beats it by chance. Both are
-stored, per method.
+log loss (a proper scoring rule) selects, because binned ECE of a few
+hundred lesions is too noisy to: a fitted map can beat a perfectly
+calibrated raw score on it by chance. Both are stored, per method.
 
 Outside its knots a map is constant (``np.interp``). The stored record per
 class holds the knots, the method, the number of lesions and of real ones,

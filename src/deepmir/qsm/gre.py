@@ -46,8 +46,9 @@ detects with them. The steps, each a named textbook method:
    benchmark phantoms a 360 mm^3 "iron deposit" at the frontal base came
    out of it. Steep-phase regions that reach the outer
    :data:`AIR_EDGE_MM` of the brain mask and exceed :data:`AIR_MIN_MM3`
-   (a CMB of 10 mm, the largest, is 524 mm^3; on those phantoms the lesions'
-   own steep regions were at most 182 mm^3 and 7 mm or more from the edge)
+   (a CMB of 10 mm, the largest, is 524 mm^3; on one of those phantoms the
+   lesions' own steep regions were at most 182 mm^3 and 7 mm or more from
+   the edge)
    are left out of the QSM mask, as quality-guided masking does (e.g. the
    two-pass masking of QSMxT, Stewart et al., MRM 2022).
 6. **Dipole inversion**: truncated k-space division (TKD, Shmueli et al.,
