@@ -216,7 +216,7 @@ def validation_f1(
 
 
 THRESHOLDS = (0.3, 0.5, 0.7)
-MIN_SIZES = (1, 3, 6, 10)
+MIN_SIZES = (1, 2, 3, 4, 6, 10)
 MIN_PROBABILITIES = (0.0, 0.6, 0.8)
 MAX_ELONGATIONS = (np.inf, 3.0, 2.5, 2.0)
 
