@@ -73,8 +73,8 @@ $(V01_MODEL)/config.json: $(TRAIN_DATA)/dataset_description.json $(TUNE_DATA)/da
 train-v0.1: $(V01_MODEL)/config.json
 
 # the shipped model: v0.4 (below), copied into the package
-train-default: train-v0.4
-	cp $(V04_MODEL)/model.safetensors $(V04_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
+train-default: train-v0.5
+	cp $(V05_MODEL)/model.safetensors $(V05_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
 
 cv: $(TRAIN_DATA)/dataset_description.json
 	$(BIN)/deepmir cv --data $(TRAIN_DATA) --folds 4 --out build/cv --iterations $(TRAIN_ITERATIONS)
@@ -145,7 +145,7 @@ train-v0.3: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 # tuned like v0.3 with the brain-mask rim rule (calcifications wholly in the
 # mask's outer 3 mm dropped), and calibrated on 72 subjects (the tune cohort
 # continued to seed-2001 subjects 25-72), each class's map chosen by
-# cross-validation (the shipped v0.4.1: v0.4's weights, this post-processing
+# cross-validation (v0.4.1, shipped before v0.5.1: v0.4's weights, this post-processing
 # and calibration). Resumable like the others.
 ROBUST_TUNE_B ?= build/robust-tune-b
 
@@ -168,11 +168,12 @@ train-v0.4: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 	$(BIN)/deepmir calibrate --model $(V04_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
 		--out $(V04_MODEL)/calibration
 
-# v0.5 (an experiment, not shipped: CMB sensitivity unchanged, iron precision
-# lower; README): v0.4's weights trained on the same 128 subjects with small
-# lesions weighted up in the cross-entropy (--lesion-size-floor 8: a 1-voxel
-# CMB counts as much as an 8-voxel one; v0.4 scored clearly visible 1-voxel
-# CMBs below 0.01), tuned and calibrated like v0.4. Resumable.
+# v0.5.1 (the shipped model, train-default): v0.4's weights trained on the same
+# 128 subjects with small lesions weighted up in the cross-entropy
+# (--lesion-size-floor 8: a 1-voxel CMB counts as much as an 8-voxel one;
+# v0.4 scored clearly visible 1-voxel CMBs below 0.01), tuned and calibrated
+# on all 72 seed-2001 subjects (v0.5, tuned on 24, lost iron precision).
+# Resumable.
 V05_MODEL ?= build/models/v0.5
 V05_ITERATIONS ?= 6000
 V05_BUDGET_MIN ?= 170
@@ -185,7 +186,8 @@ train-v0.5: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 		--lesion-size-floor 8 \
 		--iterations $(V05_ITERATIONS) --time-budget $(V05_BUDGET_MIN) --val-every 1500 \
 		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
-	$(BIN)/deepmir tune --model $(V05_MODEL) --data $(ROBUST_TUNE) --min-depth-mm 0,0,3
+	$(BIN)/deepmir tune --model $(V05_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
+		--min-depth-mm 0,0,3
 	$(BIN)/deepmir calibrate --model $(V05_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
 		--out $(V05_MODEL)/calibration
 
