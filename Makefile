@@ -153,6 +153,13 @@ $(ROBUST_TUNE_B)/dataset_description.json: | $(STAMP)
 	$(BIN)/deepmir simulate --out $(ROBUST_TUNE_B) --n 48 --first-index $(ROBUST_TUNE_N) \
 		--seed 2001 --preset randomized
 
+# the flags v0.4, v0.5 and v0.6 share: all three modalities with T2w and QSM
+# dropped at random, mask jitter, lesion-balanced patches, 10 % validation,
+# resumable, post-processing tuned afterwards
+ROBUST_FINETUNE := --modalities t2w,swi,qsm --modality-dropout t2w=0.4,qsm=0.25 \
+	--mask-jitter 0.33 --lesion-sampling lesion --val-fraction 0.1 --checkpoint-every 500 \
+	--no-post-tuning --seed 0 --resume
+
 V04_MODEL ?= build/models/v0.4
 V04_ITERATIONS ?= 10000
 V04_BUDGET_MIN ?= 170
@@ -160,10 +167,8 @@ V04_BUDGET_MIN ?= 170
 train-v0.4: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_description.json $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json
 	test -f $(V03_MODEL)/config.json || $(MAKE) train-v0.3
 	$(BIN)/deepmir train --data $(ROBUST_DATA) --data $(ROBUST_DATA_B) --out $(V04_MODEL) \
-		--modalities t2w,swi,qsm --init $(V03_MODEL) --learning-rate 5e-4 \
-		--modality-dropout t2w=0.4,qsm=0.25 --mask-jitter 0.33 --lesion-sampling lesion \
-		--iterations $(V04_ITERATIONS) --time-budget $(V04_BUDGET_MIN) --val-every 2000 \
-		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
+		$(ROBUST_FINETUNE) --init $(V03_MODEL) --learning-rate 5e-4 \
+		--iterations $(V04_ITERATIONS) --time-budget $(V04_BUDGET_MIN) --val-every 2000
 	$(BIN)/deepmir tune --model $(V04_MODEL) --data $(ROBUST_TUNE) --min-depth-mm 0,0,3
 	$(BIN)/deepmir calibrate --model $(V04_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
 		--out $(V04_MODEL)/calibration
@@ -174,6 +179,13 @@ train-v0.4: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 # v0.4 scored clearly visible 1-voxel CMBs below 0.01), tuned and calibrated
 # on all 72 seed-2001 subjects (v0.5, tuned on 24, lost iron precision).
 # Resumable.
+# post-processing tuned (rim rule 0/0/3 mm) and calibration fitted on all 72
+# seed-2001 subjects; $(1) is the model folder
+define tune_and_calibrate_72
+$(BIN)/deepmir tune --model $(1) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) --min-depth-mm 0,0,3
+$(BIN)/deepmir calibrate --model $(1) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) --out $(1)/calibration
+endef
+
 V05_MODEL ?= build/models/v0.5
 V05_ITERATIONS ?= 6000
 V05_BUDGET_MIN ?= 170
@@ -181,15 +193,9 @@ V05_BUDGET_MIN ?= 170
 train-v0.5: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_description.json $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json
 	test -f $(V04_MODEL)/config.json || $(MAKE) train-v0.4
 	$(BIN)/deepmir train --data $(ROBUST_DATA) --data $(ROBUST_DATA_B) --out $(V05_MODEL) \
-		--modalities t2w,swi,qsm --init $(V04_MODEL) --learning-rate 4e-4 \
-		--modality-dropout t2w=0.4,qsm=0.25 --mask-jitter 0.33 --lesion-sampling lesion \
-		--lesion-size-floor 8 \
-		--iterations $(V05_ITERATIONS) --time-budget $(V05_BUDGET_MIN) --val-every 1500 \
-		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
-	$(BIN)/deepmir tune --model $(V05_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
-		--min-depth-mm 0,0,3
-	$(BIN)/deepmir calibrate --model $(V05_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
-		--out $(V05_MODEL)/calibration
+		$(ROBUST_FINETUNE) --init $(V04_MODEL) --learning-rate 4e-4 --lesion-size-floor 8 \
+		--iterations $(V05_ITERATIONS) --time-budget $(V05_BUDGET_MIN) --val-every 1500
+	$(call tune_and_calibrate_72,$(V05_MODEL))
 
 # v0.6 (an experiment): v0.5's weights trained 6000 more iterations with a
 # stronger small-lesion weighting (--lesion-size-floor 27: a 1-voxel CMB counts
@@ -202,15 +208,9 @@ V06_BUDGET_MIN ?= 170
 train-v0.6: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_description.json $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json
 	test -f $(V05_MODEL)/config.json || $(MAKE) train-v0.5
 	$(BIN)/deepmir train --data $(ROBUST_DATA) --data $(ROBUST_DATA_B) --out $(V06_MODEL) \
-		--modalities t2w,swi,qsm --init $(V05_MODEL) --learning-rate 3e-4 \
-		--modality-dropout t2w=0.4,qsm=0.25 --mask-jitter 0.33 --lesion-sampling lesion \
-		--lesion-size-floor 27 \
-		--iterations $(V06_ITERATIONS) --time-budget $(V06_BUDGET_MIN) --val-every 1500 \
-		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
-	$(BIN)/deepmir tune --model $(V06_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
-		--min-depth-mm 0,0,3
-	$(BIN)/deepmir calibrate --model $(V06_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
-		--out $(V06_MODEL)/calibration
+		$(ROBUST_FINETUNE) --init $(V05_MODEL) --learning-rate 3e-4 --lesion-size-floor 27 \
+		--iterations $(V06_ITERATIONS) --time-budget $(V06_BUDGET_MIN) --val-every 1500
+	$(call tune_and_calibrate_72,$(V06_MODEL))
 
 # held-out shifts of docs/robustness.md; ROBUST_BENCH_MODEL=default scores the shipped model
 ROBUST_BENCH_MODEL ?= default
