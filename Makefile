@@ -153,6 +153,18 @@ $(ROBUST_TUNE_B)/dataset_description.json: | $(STAMP)
 	$(BIN)/deepmir simulate --out $(ROBUST_TUNE_B) --n 48 --first-index $(ROBUST_TUNE_N) \
 		--seed 2001 --preset randomized
 
+# a labelled raw-GRE-only cohort (T2w, brain mask, magnitude + phase per echo;
+# the simulator's SWI and QSM files removed): tune and calibrate read it
+# through predict's own GRE path (SWI and QSM computed by deepmir), so that the
+# shipped post-processing and calibration also fit raw-GRE cohorts
+ROBUST_TUNE_GRE ?= build/robust-tune-gre
+
+$(ROBUST_TUNE_GRE)/dataset_description.json: | $(STAMP)
+	$(BIN)/deepmir simulate --out $(ROBUST_TUNE_GRE).tmp --n 24 --first-index 72 \
+		--seed 2002 --preset randomized --raw-gre
+	rm -f $(ROBUST_TUNE_GRE).tmp/sub-*/anat/sub-*_swi.* $(ROBUST_TUNE_GRE).tmp/sub-*/anat/sub-*_Chimap.*
+	rm -rf $(ROBUST_TUNE_GRE) && mv $(ROBUST_TUNE_GRE).tmp $(ROBUST_TUNE_GRE)
+
 # the flags v0.4, v0.5 and v0.6 share: all three modalities with T2w and QSM
 # dropped at random, mask jitter, lesion-balanced patches, 10 % validation,
 # resumable, post-processing tuned afterwards

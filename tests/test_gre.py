@@ -218,6 +218,44 @@ def test_predict_on_raw_gre_only_writes_swi_qsm_and_a_prediction(
     assert bids_errors(validate(out)) == []
 
 
+def test_a_raw_gre_only_training_cohort_is_read_with_computed_swi_and_qsm(
+    gre_dataset: Path, tmp_path: Path
+) -> None:
+    """tune, calibrate and train read a labelled cohort that has raw GRE and no
+    SWI or QSM: both computed as predict computes them, signs right, and
+    nothing written next to the data."""
+    from deepmir.training.data import iter_annotated
+
+    data = tmp_path / "bids"
+    shutil.copytree(gre_dataset, data)
+    anat = data / "sub-02" / "anat"
+    for suffix in ("swi", "Chimap"):
+        (anat / f"sub-02_{suffix}.nii.gz").unlink()
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    own, from_gre = (
+        {r.ref.subject: r for r in iter_annotated(root, ("t2w", "swi", "qsm"))}["02"]
+        for root in (gre_dataset, data)
+    )
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    assert set(from_gre.images) == {"t2w", "swi", "qsm"}
+    np.testing.assert_array_equal(from_gre.images["t2w"], own.images["t2w"])
+    np.testing.assert_array_equal(from_gre.dseg, own.dseg)
+    qsm = from_gre.images["qsm"]
+    assert not np.array_equal(qsm, own.images["qsm"])  # computed, not the simulator's
+    inside = from_gre.mask
+    # the same brain (the simulator inverts with its own, varied method)
+    assert np.corrcoef(qsm[inside], own.images["qsm"][inside])[0, 1] > 0.5
+    cmb = [
+        qsm[from_gre.instances == i].mean()
+        for i in np.unique(from_gre.instances[from_gre.dseg == CMB])
+    ]
+    calc = [
+        qsm[from_gre.instances == i].mean()
+        for i in np.unique(from_gre.instances[from_gre.dseg == CALCIFICATION])
+    ]
+    assert cmb and calc and np.mean(cmb) > 0.05 and np.mean(calc) < -0.05
+
+
 def test_t2starw_magnitude_with_a_phase_partner_is_raw_gre_not_swi(
     gre_dataset: Path, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy.typing as npt
 from deepmir.inference.orientation import Reorientation
 from deepmir.inference.resample import WORKING_SPACING_MM, Resampler, instances_forward
 from deepmir.io.bids import SubjectRef, dataset_problem, find_subjects
-from deepmir.io.loader import SubjectDataError, load_subject, read_nifti
+from deepmir.io.loader import Subject, SubjectDataError, load_subject, read_nifti
 from deepmir.model.preprocess import (
     Normalization,
     brain_box,
@@ -180,6 +181,11 @@ def iter_annotated(
     ``reference``: the reference labels' folder (default ``derivatives/reference``
     in ``data``); with one given, only the subjects it has labels for are read
     (a rated subset: :func:`deepmir.evaluation.ratings.write_rated_reference`).
+
+    A subject with raw GRE magnitude + phase and no SWI or QSM file gets them
+    computed by predict's own GRE path (:func:`_load_with_gre`), so a model
+    can be trained, tuned and calibrated on what it will see on raw-GRE
+    cohorts.
     """
     data = Path(data)
     problem = dataset_problem(data)
@@ -192,7 +198,7 @@ def iter_annotated(
         dseg_path = anat / f"{ref.prefix}_dseg.nii.gz"
         if reference is not None and not dseg_path.exists():
             continue
-        subject = load_subject(data, ref, modalities)
+        subject = _load_with_gre(data, ref, modalities)
         if not dseg_path.exists():
             raise SubjectDataError(dseg_path, "reference labels are missing")
         dseg = np.asarray(read_nifti(dseg_path)[1]).astype(np.uint8)
@@ -219,6 +225,21 @@ def iter_annotated(
         assert mask_w is not None and labels is not None
         raw = RawSubject(ref, images, mask_w, labels[0], labels[1], affine)
         yield raw if crop_margin is None else crop(raw, crop_margin)
+
+
+def _load_with_gre(data: Path, ref: SubjectRef, modalities: tuple[str, ...]) -> Subject:
+    """:func:`load_subject`, with the SWI and QSM a subject lacks computed from
+    its raw GRE exactly as ``deepmir predict`` does
+    (:func:`deepmir.inference.fromgre.derive_from_gre`, phase sign detected),
+    written to a temporary folder that is gone once they are read."""
+    from deepmir.inference.fromgre import derive_from_gre, needs_gre
+
+    lacking = [m for m in modalities if m in ("swi", "qsm") and not ref.has(data, m)]
+    if not lacking or not needs_gre(data, ref):
+        return load_subject(data, ref, modalities)
+    with tempfile.TemporaryDirectory(prefix="deepmir-fromgre-") as tmp:
+        derived = derive_from_gre(data, Path(tmp), ref)[0]
+        return load_subject(data, derived, modalities)
 
 
 def crop(raw: RawSubject, margin: int) -> RawSubject:

@@ -272,6 +272,8 @@ def tune_post_processing(
                     post, f1 = trial, trial_f1
         if f1 > best_f1 + 1e-9:
             best, best_f1 = post, f1
+        # one threshold's components at a time (a pooled cohort of 96 is near 20 GB)
+        del candidates, score
     return best, best_f1
 
 
