@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 tune-v0.5.2 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -46,7 +46,7 @@ bench-vein: $(STAMP)
 
 # raw GRE in: QSM/SWI from magnitude + phase vs the truth and the simulator's own images
 bench-gre: $(STAMP)
-	$(BIN)/python benchmarks/bench_gre.py --n 6 --out build/bench-gre --json benchmarks/results/gre.json
+	$(BIN)/python benchmarks/bench_gre.py --n 36 --out build/bench-gre --json benchmarks/results/gre.json
 
 # The v0.1 recipe (narrow phantom): 24 simulated subjects (seed 1000, never the
 # demo's 20211), fixed iteration count (deterministic). Its weights are where the
@@ -223,6 +223,20 @@ train-v0.6: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 		$(ROBUST_FINETUNE) --init $(V05_MODEL) --learning-rate 3e-4 --lesion-size-floor 27 \
 		--iterations $(V06_ITERATIONS) --time-budget $(V06_BUDGET_MIN) --val-every 1500
 	$(call tune_and_calibrate_72,$(V06_MODEL))
+
+# v0.5.2 (an experiment, not shipped): v0.5's weights, post-processing tuned
+# and calibration fitted on the 72 seed-2001 subjects plus the 24 raw-GRE-only
+# seed-2002 ones (SWI and QSM computed by deepmir's GRE path)
+V052_MODEL ?= build/models/v0.5.2
+
+tune-v0.5.2: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_GRE)/dataset_description.json
+	test -f $(V05_MODEL)/config.json || $(MAKE) train-v0.5
+	mkdir -p $(V052_MODEL)
+	cp $(V05_MODEL)/model.safetensors $(V05_MODEL)/config.json $(V052_MODEL)/
+	$(BIN)/deepmir tune --model $(V052_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
+		--data $(ROBUST_TUNE_GRE) --min-depth-mm 0,0,3
+	$(BIN)/deepmir calibrate --model $(V052_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
+		--data $(ROBUST_TUNE_GRE) --out $(V052_MODEL)/calibration
 
 # held-out shifts of docs/robustness.md; ROBUST_BENCH_MODEL=default scores the shipped model
 ROBUST_BENCH_MODEL ?= default
