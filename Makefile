@@ -172,6 +172,14 @@ ROBUST_FINETUNE := --modalities t2w,swi,qsm --modality-dropout t2w=0.4,qsm=0.25 
 	--mask-jitter 0.33 --lesion-sampling lesion --val-fraction 0.1 --checkpoint-every 500 \
 	--no-post-tuning --seed 0 --resume
 
+# post-processing tuned (rim rule 0/0/3 mm) and calibration fitted on the
+# pooled cohorts $(2) (TUNE_72: all 72 seed-2001 subjects); $(1) is the model folder
+TUNE_72 := --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B)
+define tune_and_calibrate
+$(BIN)/deepmir tune --model $(1) $(2) --min-depth-mm 0,0,3
+$(BIN)/deepmir calibrate --model $(1) $(2) --out $(1)/calibration
+endef
+
 V04_MODEL ?= build/models/v0.4
 V04_ITERATIONS ?= 10000
 V04_BUDGET_MIN ?= 170
@@ -191,12 +199,6 @@ train-v0.4: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 # v0.4 scored clearly visible 1-voxel CMBs below 0.01), tuned and calibrated
 # on all 72 seed-2001 subjects (v0.5, tuned on 24, lost iron precision).
 # Resumable.
-# post-processing tuned (rim rule 0/0/3 mm) and calibration fitted on all 72
-# seed-2001 subjects; $(1) is the model folder
-define tune_and_calibrate_72
-$(BIN)/deepmir tune --model $(1) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) --min-depth-mm 0,0,3
-$(BIN)/deepmir calibrate --model $(1) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) --out $(1)/calibration
-endef
 
 V05_MODEL ?= build/models/v0.5
 V05_ITERATIONS ?= 6000
@@ -207,7 +209,7 @@ train-v0.5: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 	$(BIN)/deepmir train --data $(ROBUST_DATA) --data $(ROBUST_DATA_B) --out $(V05_MODEL) \
 		$(ROBUST_FINETUNE) --init $(V04_MODEL) --learning-rate 4e-4 --lesion-size-floor 8 \
 		--iterations $(V05_ITERATIONS) --time-budget $(V05_BUDGET_MIN) --val-every 1500
-	$(call tune_and_calibrate_72,$(V05_MODEL))
+	$(call tune_and_calibrate,$(V05_MODEL),$(TUNE_72))
 
 # v0.6 (an experiment): v0.5's weights trained 6000 more iterations with a
 # stronger small-lesion weighting (--lesion-size-floor 27: a 1-voxel CMB counts
@@ -222,7 +224,7 @@ train-v0.6: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 	$(BIN)/deepmir train --data $(ROBUST_DATA) --data $(ROBUST_DATA_B) --out $(V06_MODEL) \
 		$(ROBUST_FINETUNE) --init $(V05_MODEL) --learning-rate 3e-4 --lesion-size-floor 27 \
 		--iterations $(V06_ITERATIONS) --time-budget $(V06_BUDGET_MIN) --val-every 1500
-	$(call tune_and_calibrate_72,$(V06_MODEL))
+	$(call tune_and_calibrate,$(V06_MODEL),$(TUNE_72))
 
 # v0.5.2 (an experiment, not shipped): v0.5's weights, post-processing tuned
 # and calibration fitted on the 72 seed-2001 subjects plus the 24 raw-GRE-only
@@ -233,10 +235,7 @@ tune-v0.5.2: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_de
 	test -f $(V05_MODEL)/config.json || $(MAKE) train-v0.5
 	mkdir -p $(V052_MODEL)
 	cp $(V05_MODEL)/model.safetensors $(V05_MODEL)/config.json $(V052_MODEL)/
-	$(BIN)/deepmir tune --model $(V052_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
-		--data $(ROBUST_TUNE_GRE) --min-depth-mm 0,0,3
-	$(BIN)/deepmir calibrate --model $(V052_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
-		--data $(ROBUST_TUNE_GRE) --out $(V052_MODEL)/calibration
+	$(call tune_and_calibrate,$(V052_MODEL),$(TUNE_72) --data $(ROBUST_TUNE_GRE))
 
 # held-out shifts of docs/robustness.md; ROBUST_BENCH_MODEL=default scores the shipped model
 ROBUST_BENCH_MODEL ?= default
