@@ -145,3 +145,10 @@ def test_a_state_saved_before_a_new_config_field_still_resumes():
     assert config_differences(older, requested) == []
     changed = {**requested, "lesion_size_floor": 8}
     assert config_differences(older, changed) == ["lesion_size_floor: 0 -> 8"]
+    # a network field added since (the full-resolution head): absent means 0
+    older["network"] = {
+        k: v for k, v in older["network"].items() if k != "full_resolution_channels"
+    }
+    assert config_differences(older, requested) == []
+    headed = {**requested, "network": {**requested["network"], "full_resolution_channels": 8}}
+    assert len(config_differences(older, headed)) == 1

@@ -280,3 +280,48 @@ def test_size_floor_trains_and_is_part_of_the_recipe(prepared):
     assert all(np.isfinite(result.losses))
     with pytest.raises(ValueError, match="size floor"):
         dataclasses.replace(TINY, lesion_size_floor=-1)
+
+
+def test_full_resolution_head_starts_as_its_init_model_then_trains_saves_and_loads(
+    prepared, tmp_path
+):
+    from deepmir.model.network import HeadedUNet, build_network, unet_of
+
+    subjects, norm = prepared
+    plain = train_on_subjects(
+        subjects, [], norm, dataclasses.replace(TINY, iterations=3), progress=False
+    )
+    save_model(tmp_path / "plain", plain.net, plain.card)
+    headed_network = dataclasses.replace(TinyNetworkConfig(), full_resolution_channels=2)
+    # before any step the head adds exactly zero: the headed model is the one it starts from
+    fresh = build_network(headed_network, in_channels=len(norm.channels))
+    assert isinstance(fresh, HeadedUNet)
+    unet_of(fresh).load_state_dict(plain.net.state_dict())
+    image = subjects[0].image
+    np.testing.assert_array_equal(
+        predict_probabilities(fresh, image, TINY.patch_size),
+        predict_probabilities(plain.net, image, TINY.patch_size),
+    )
+    config = dataclasses.replace(
+        TINY, network=headed_network, iterations=3, init_from=str(tmp_path / "plain")
+    )
+    headed = train_on_subjects(subjects, [], norm, config, progress=False)
+    assert headed.net.head.conv.weight.abs().sum() > 0  # the head learned
+    save_model(tmp_path / "headed", headed.net, headed.card)
+    net, card = load_model(tmp_path / "headed")
+    assert card.network.full_resolution_channels == 2
+    np.testing.assert_array_equal(
+        predict_probabilities(headed.net, image, TINY.patch_size),
+        predict_probabilities(net, image, TINY.patch_size),
+    )
+    # a headed model cannot start a model without the head
+    with pytest.raises(ModelError, match="full-resolution head"):
+        train_on_subjects(
+            subjects,
+            [],
+            norm,
+            dataclasses.replace(TINY, iterations=1, init_from=str(tmp_path / "headed")),
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="full_resolution_channels"):
+        build_network(dataclasses.replace(headed_network, full_resolution_channels=-1), 4)

@@ -50,6 +50,8 @@ MAY_DIFFER = ("time_budget_s", "checkpoint_every")
 #: TrainConfig fields added after states were saved: a state without one ran
 #: with this value (the field's default, which computes what the older code did)
 ADDED_FIELDS: dict[str, Any] = {"lesion_size_floor": 0}
+#: the same for the fields of TrainConfig.network
+ADDED_NETWORK_FIELDS: dict[str, Any] = {"full_resolution_channels": 0}
 
 _NET, _BEST, _OPTIM, _TORCH_RNG = "net.", "best.", "optim.state.", "torch_rng"
 
@@ -220,6 +222,8 @@ def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list
     (after a JSON round trip of ``requested``), except :data:`MAY_DIFFER`."""
     requested = json.loads(json.dumps(requested))
     saved = {**ADDED_FIELDS, **saved}
+    if isinstance(saved.get("network"), dict):  # network fields added since
+        saved["network"] = {**ADDED_NETWORK_FIELDS, **saved["network"]}
     keys = (set(saved) | set(requested)) - set(MAY_DIFFER)
     return [
         f"{k}: {saved.get(k)!r} -> {requested.get(k)!r}"

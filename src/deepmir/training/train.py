@@ -47,7 +47,7 @@ from deepmir.inference.lesions import (
 from deepmir.inference.sliding import predict_probabilities
 from deepmir.labels import LABELS
 from deepmir.model.checkpoint import ModelCard, save_model
-from deepmir.model.network import NetworkConfig, build_network
+from deepmir.model.network import NetworkConfig, build_network, unet_of
 from deepmir.model.preprocess import Normalization
 from deepmir.training.data import (
     CROP_MARGIN,
@@ -316,7 +316,15 @@ def train_on_subjects(
                 f"{config.init_from}: its input channels {start_card.normalization.channels} "
                 f"are not {norm.channels}"
             )
-        net.load_state_dict(start_net.state_dict())
+        if start_card.network.full_resolution_channels and not (
+            config.network.full_resolution_channels
+        ):
+            raise ModelError(
+                f"{config.init_from}: it has a full-resolution head; train with one too"
+            )
+        # a model without the full-resolution head starts the U-Net of one with it
+        headless = start_card.network.full_resolution_channels == 0
+        (unet_of(net) if headless else net).load_state_dict(start_net.state_dict())
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=max(config.iterations, 2), pct_start=0.1
