@@ -3,7 +3,12 @@
 Reads a set of ``make bench-robust`` (its phantoms and one model's predictions),
 matches them with the evaluation's rule (:func:`deepmir.evaluation.matching.match_subject`)
 and prints every reference CMB (voxels, volume, delta chi, region, found or not)
-and the medians of found and missed ones.
+and the medians of found and missed ones, then the sensitivity per size
+(voxels on the reference grid). When the predictions hold the CMB
+probability map (``predict --save-probabilities``), each CMB also gets the
+largest CMB probability within 2 voxels of it (``max_p_cmb``): a missed CMB
+scored near 0 was never a candidate, one scored high was removed by
+post-processing.
 
     .venv/bin/python benchmarks/bench_misses.py build/robust/in-distribution pred-v0.3-2a4326af594c
 """
@@ -18,6 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from deepmir.evaluation.matching import match_subject
 
@@ -39,6 +45,9 @@ def missed_cmbs(set_dir: Path, predictions: str) -> pd.DataFrame:
             instance_labels=dict(zip(table.lesion_id, table.label, strict=True)),
         )
         found = {p.reference for p in match.matches}
+        probseg = sub / "anat" / f"{name}_label-cmb_desc-deepmir_probseg.nii.gz"
+        p_cmb = np.asarray(nib.load(probseg).dataobj) if probseg.exists() else None
+        reference_ids = np.asarray(instances.dataobj)
         for i, lesion in enumerate(match.reference_lesions):
             if lesion.label != 1:
                 continue
@@ -51,6 +60,13 @@ def missed_cmbs(set_dir: Path, predictions: str) -> pd.DataFrame:
                     "volume_mm3": row.volume_mm3,
                     "delta_chi_ppm": row.delta_chi_ppm,
                     "region": row.region,
+                    "max_p_cmb": np.nan
+                    if p_cmb is None
+                    else float(
+                        p_cmb[
+                            ndimage.binary_dilation(reference_ids == lesion.source_id, iterations=2)
+                        ].max()
+                    ),
                 }
             )
     return pd.DataFrame(rows)
@@ -65,6 +81,9 @@ def main() -> int:
     print(df.to_string())
     medians = df.groupby("found")[["voxels", "volume_mm3", "delta_chi_ppm"]].median()
     print(medians)
+    size = pd.cut(df.voxels, [0, 1, 2, 5, 10, np.inf], labels=["1", "2", "3-5", "6-10", ">10"])
+    print("sensitivity per size (voxels):")
+    print(df.groupby(size, observed=False).found.agg(n="size", sensitivity="mean").to_string())
     print(json.dumps({"missed": int((~df.found).sum()), "found": int(df.found.sum())}))
     print(f"reproduce: python benchmarks/bench_misses.py {args.set_dir} {args.predictions}")
     return 0

@@ -83,11 +83,13 @@ class HeadedUNet(torch.nn.Module):
         super().__init__()
         self.unet = unet
         width, dims, out = config.full_resolution_channels, config.spatial_dims, config.out_channels
-
         self.stem = Convolution(dims, in_channels, width, kernel_size=3, norm=config.norm)
         self.head = Convolution(dims, width + out, out, kernel_size=3, conv_only=True)
-        torch.nn.init.zeros_(self.head.conv.weight)
-        torch.nn.init.zeros_(self.head.conv.bias)
+        last = self.head.conv
+        assert isinstance(last, torch.nn.Conv3d | torch.nn.Conv2d | torch.nn.Conv1d)
+        torch.nn.init.zeros_(last.weight)
+        assert last.bias is not None
+        torch.nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.unet(x)
