@@ -1,6 +1,7 @@
 """Which reference CMBs a model misses: size and susceptibility of found and missed ones.
 
-Reads a set of ``make bench-robust`` (its phantoms and one model's predictions),
+Reads a set of ``make bench-robust`` (its phantoms and one model's predictions;
+or a simulated dataset, e.g. training subjects, with a predictions folder inside),
 matches them with the evaluation's rule (:func:`deepmir.evaluation.matching.match_subject`)
 and prints every reference CMB (voxels, volume, delta chi, region, found or not)
 and the medians of found and missed ones, then the sensitivity per size
@@ -29,17 +30,18 @@ from deepmir.evaluation.matching import match_subject
 
 
 def missed_cmbs(set_dir: Path, predictions: str) -> pd.DataFrame:
-    reference = set_dir / "bids" / "derivatives" / "reference"
+    bids = set_dir / "bids" if (set_dir / "bids").is_dir() else set_dir
+    reference = bids / "derivatives" / "reference"
     rows = []
     for sub in sorted((set_dir / predictions).glob("sub-*/")):
         name, ref = sub.name, reference / sub.name / "anat"
         dseg = nib.load(ref / f"{name}_dseg.nii.gz")
-        instances = nib.load(ref / f"{name}_desc-instances_dseg.nii.gz")
+        instances = np.asarray(nib.load(ref / f"{name}_desc-instances_dseg.nii.gz").dataobj)
         predicted = nib.load(sub / "anat" / f"{name}_desc-deepmir_dseg.nii.gz")
         table = pd.read_csv(ref / f"{name}_lesions.tsv", sep="\t")
         match = match_subject(
             np.asarray(dseg.dataobj),
-            np.asarray(instances.dataobj),
+            instances,
             np.asarray(predicted.dataobj),
             dseg.affine,
             instance_labels=dict(zip(table.lesion_id, table.label, strict=True)),
@@ -47,7 +49,6 @@ def missed_cmbs(set_dir: Path, predictions: str) -> pd.DataFrame:
         found = {p.reference for p in match.matches}
         probseg = sub / "anat" / f"{name}_label-cmb_desc-deepmir_probseg.nii.gz"
         p_cmb = np.asarray(nib.load(probseg).dataobj) if probseg.exists() else None
-        reference_ids = np.asarray(instances.dataobj)
         for i, lesion in enumerate(match.reference_lesions):
             if lesion.label != 1:
                 continue
@@ -64,7 +65,7 @@ def missed_cmbs(set_dir: Path, predictions: str) -> pd.DataFrame:
                     if p_cmb is None
                     else float(
                         p_cmb[
-                            ndimage.binary_dilation(reference_ids == lesion.source_id, iterations=2)
+                            ndimage.binary_dilation(instances == lesion.source_id, iterations=2)
                         ].max()
                     ),
                 }
@@ -74,7 +75,9 @@ def missed_cmbs(set_dir: Path, predictions: str) -> pd.DataFrame:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("set_dir", type=Path, help="a set folder of bench-robust (bids/ inside)")
+    p.add_argument(
+        "set_dir", type=Path, help="a set folder of bench-robust (bids/ inside) or a dataset"
+    )
     p.add_argument("predictions", help="its predictions folder name (pred-...)")
     args = p.parse_args()
     df = missed_cmbs(args.set_dir, args.predictions)

@@ -78,9 +78,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=0,
         metavar="CHANNELS",
         help="add a full-resolution head of this many channels to the U-Net, whose "
-        "first layer is strided: 1-voxel lesions are seen at full resolution (about "
-        "60%% more time per step with 8; default 0: none; with --init from a model "
-        "without one, the head starts at zero)",
+        "first layer is strided: 1-voxel lesions are seen at full resolution (with 8, "
+        "about 65%% more time per step on a CPU; default 0: none; with --init from a "
+        "model without one, the head starts at zero)",
     )
     p.add_argument(
         "--patch", type=int_at_least(32), default=64, help="cubic patch size (multiple of 32)"

@@ -18,9 +18,10 @@ more 3x3x3 convolution whose output is added to the logits. That last
 convolution starts at zero, so a model with the head starts exactly as the
 U-Net it was initialized from (zero-initialized residual branches, as in
 ControlNet's zero convolutions). The head is kept to two layers because
-full-resolution convolutions dominate the cost on a CPU: with 8 channels it
-adds about 60 % to a training step (wider or deeper heads cost 2-4 times the
-U-Net). The blocks are MONAI's ``Convolution``.
+full-resolution convolutions dominate the cost on a CPU: with 8 channels a
+training step took 0.51 s against 0.31 s without it (v0.7 and v0.5 on 2
+cores: ``seconds`` / ``iterations_run`` in their config.json). The blocks
+are MONAI's ``Convolution``.
 """
 
 from __future__ import annotations

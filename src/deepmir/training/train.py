@@ -316,15 +316,13 @@ def train_on_subjects(
                 f"{config.init_from}: its input channels {start_card.normalization.channels} "
                 f"are not {norm.channels}"
             )
-        if start_card.network.full_resolution_channels and not (
-            config.network.full_resolution_channels
-        ):
+        start_head = start_card.network.full_resolution_channels
+        if start_head and not config.network.full_resolution_channels:
             raise ModelError(
                 f"{config.init_from}: it has a full-resolution head; train with one too"
             )
         # a model without the full-resolution head starts the U-Net of one with it
-        headless = start_card.network.full_resolution_channels == 0
-        (unet_of(net) if headless else net).load_state_dict(start_net.state_dict())
+        (net if start_head else unet_of(net)).load_state_dict(start_net.state_dict())
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=max(config.iterations, 2), pct_start=0.1
