@@ -282,6 +282,47 @@ def test_size_floor_trains_and_is_part_of_the_recipe(prepared):
         dataclasses.replace(TINY, lesion_size_floor=-1)
 
 
+def test_lesion_loss_scores_each_lesion_by_its_best_probability_nearby():
+    from deepmir.training.loss import lesion_detection_loss, segmentation_loss
+
+    labels = torch.zeros(2, 12, 12, 12, dtype=torch.int64)
+    labels[0, 3, 3, 3] = 1  # a 1-voxel CMB
+    labels[1, 5:9, 5:9, 5:9] = 2  # a 64-voxel iron deposit
+    logits = torch.zeros(2, 4, 12, 12, 12)
+    logits[:, 0] = 30.0  # sure background everywhere: both missed
+    logits[0, 1, 3, 3, 3] = 1.0  # the CMB's own voxel is its best one
+    logits.requires_grad_(True)
+    missed = lesion_detection_loss(logits, labels)
+    missed.backward()
+    assert float(missed) == pytest.approx((29.0 + 30.0) / 2, abs=1e-3)  # -log p, not clipped
+    assert logits.grad is not None
+    # however sure the miss, the 1-voxel lesion gets a full share of the gradient
+    assert float(logits.grad[0, 1, 3, 3, 3]) == pytest.approx(-0.5, abs=1e-3)
+    found = logits.detach().clone()
+    found[0, 1, 3, 4, 3] = 60.0  # found one voxel off: counts
+    found[1, 2, 6, 6, 6] = 60.0  # one voxel of the large lesion suffices
+    assert float(lesion_detection_loss(found, labels)) == pytest.approx(0.0, abs=1e-3)
+    found[0, 1, 3, 5, 3], found[0, 1, 3, 4, 3] = 60.0, 0.0  # two voxels off: missed
+    assert float(lesion_detection_loss(found, labels)) == pytest.approx(29.0 / 2, abs=1e-3)
+    assert float(lesion_detection_loss(found, torch.zeros_like(labels))) == 0.0
+    target = labels[:, None]
+    with_term, without = segmentation_loss(4, 10.0, 8, 1.0), segmentation_loss(4, 10.0, 8)
+    gap = with_term(logits.detach(), target) - without(logits.detach(), target)
+    assert float(gap) == pytest.approx(29.5, abs=1e-3)
+
+
+def test_lesion_loss_trains_and_is_recorded_for_resume(prepared):
+    from deepmir.training.resume import ADDED_FIELDS
+
+    subjects, norm = prepared
+    config = dataclasses.replace(TINY, iterations=3, lesion_loss_weight=1.0)
+    result = train_on_subjects(subjects, [], norm, config, progress=False)
+    assert all(np.isfinite(result.losses))
+    assert ADDED_FIELDS["lesion_loss_weight"] == 0.0  # older states ran without it
+    with pytest.raises(ValueError, match="lesion loss"):
+        dataclasses.replace(TINY, lesion_loss_weight=-1.0)
+
+
 def test_full_resolution_head_starts_as_its_init_model_then_trains_saves_and_loads(
     prepared, tmp_path
 ):

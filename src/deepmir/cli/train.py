@@ -73,6 +73,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "large ones (default 0: off)",
     )
     p.add_argument(
+        "--lesion-loss",
+        type=float_in(0.0, low_open=False),
+        default=0.0,
+        metavar="WEIGHT",
+        help="add a lesion-level term of this weight: every reference lesion in a batch "
+        "is scored by its best class probability (-log, so a lesion the network "
+        "dismisses weighs as much as a large one; default 0: off)",
+    )
+    p.add_argument(
         "--full-resolution-head",
         type=int_at_least(0),
         default=0,
@@ -145,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             mask_jitter=args.mask_jitter,
             lesion_sampling=args.lesion_sampling,
             lesion_size_floor=args.lesion_size_floor,
+            lesion_loss_weight=args.lesion_loss,
             tune_post=args.tune_post,
         )
     except ValueError as exc:

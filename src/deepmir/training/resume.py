@@ -49,7 +49,7 @@ FORMAT = 1
 MAY_DIFFER = ("time_budget_s", "checkpoint_every")
 #: TrainConfig fields added after states were saved: a state without one ran
 #: with this value (the field's default, which computes what the older code did)
-ADDED_FIELDS: dict[str, Any] = {"lesion_size_floor": 0}
+ADDED_FIELDS: dict[str, Any] = {"lesion_size_floor": 0, "lesion_loss_weight": 0.0}
 #: the same for the fields of TrainConfig.network
 ADDED_NETWORK_FIELDS: dict[str, Any] = {"full_resolution_channels": 0}
 

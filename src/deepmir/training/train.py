@@ -110,6 +110,9 @@ class TrainConfig:
     #: > 1: the cross-entropy of a lesion smaller than this many voxels is weighted
     #: up to that of a lesion of this size (:mod:`deepmir.training.loss`); 0: off
     lesion_size_floor: int = 0
+    #: > 0: weight of the lesion-level detection term (every reference lesion in the
+    #: batch scored by its best class probability; :mod:`deepmir.training.loss`); 0: off
+    lesion_loss_weight: float = 0.0
     #: start from the weights of this model folder (same architecture and input
     #: channels; fine-tuning), None: random initialization
     init_from: str | None = None
@@ -121,6 +124,8 @@ class TrainConfig:
             raise ValueError("mask jitter: the probability must be in [0, 1]")
         if self.lesion_size_floor < 0:
             raise ValueError("lesion size floor: need 0 (off) or a number of voxels")
+        if not self.lesion_loss_weight >= 0.0:
+            raise ValueError("lesion loss weight: need 0 (off) or a positive weight")
         if self.lesion_sampling not in LESION_SAMPLING:
             raise ValueError(
                 f"lesion sampling must be one of {', '.join(LESION_SAMPLING)}, "
@@ -327,7 +332,9 @@ def train_on_subjects(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=max(config.iterations, 2), pct_start=0.1
     )
-    loss_fn = segmentation_loss(len(LABELS), config.lesion_ce_weight, config.lesion_size_floor)
+    loss_fn = segmentation_loss(
+        len(LABELS), config.lesion_ce_weight, config.lesion_size_floor, config.lesion_loss_weight
+    )
 
     if provider is None:
         provider = SubjectPatches(train, norm.channels, config.patch_size, config.lesion_sampling)
