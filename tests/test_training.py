@@ -282,7 +282,7 @@ def test_size_floor_trains_and_is_part_of_the_recipe(prepared):
         dataclasses.replace(TINY, lesion_size_floor=-1)
 
 
-def test_lesion_loss_scores_each_lesion_by_its_best_probability_nearby():
+def test_lesion_loss_scores_each_lesion_and_each_false_positive_once():
     from deepmir.training.loss import lesion_detection_loss, segmentation_loss
 
     labels = torch.zeros(2, 12, 12, 12, dtype=torch.int64)
@@ -302,9 +302,14 @@ def test_lesion_loss_scores_each_lesion_by_its_best_probability_nearby():
     found[0, 1, 3, 4, 3] = 60.0  # found one voxel off: counts
     found[1, 2, 6, 6, 6] = 60.0  # one voxel of the large lesion suffices
     assert float(lesion_detection_loss(found, labels)) == pytest.approx(0.0, abs=1e-3)
-    found[0, 1, 3, 5, 3], found[0, 1, 3, 4, 3] = 60.0, 0.0  # two voxels off: missed
-    assert float(lesion_detection_loss(found, labels)) == pytest.approx(29.0 / 2, abs=1e-3)
-    assert float(lesion_detection_loss(found, torch.zeros_like(labels))) == 0.0
+    # two voxels off: the CMB is missed (-log p = 29) and the dot is a false
+    # positive (-log of its background probability, 30): each object counts once
+    found[0, 1, 3, 5, 3], found[0, 1, 3, 4, 3] = 60.0, 0.0
+    assert float(lesion_detection_loss(found, labels)) == pytest.approx(59.0 / 3, abs=1e-3)
+    found[0, 1, 3, 5, 3] = 0.0
+    found[1, 3, 0:2, 0, 0] = 40.0  # a 2-voxel false calcification: its worst voxel, once
+    assert float(lesion_detection_loss(found, labels)) == pytest.approx((29.0 + 10.0) / 3, 1e-3)
+    assert float(lesion_detection_loss(logits.detach(), torch.zeros_like(labels))) == 0.0
     target = labels[:, None]
     with_term, without = segmentation_loss(4, 10.0, 8, 1.0), segmentation_loss(4, 10.0, 8)
     gap = with_term(logits.detach(), target) - without(logits.detach(), target)

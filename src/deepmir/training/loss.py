@@ -17,13 +17,15 @@ Even so, a voxel loss normalized over a whole batch (half a million voxels)
 barely moves a lesion the network has already dismissed: a 1-voxel CMB
 scored 1e-6 adds about 0.002 to the cross-entropy, and the Dice gradient
 vanishes through the saturated softmax. With ``lesion_weight`` > 0 a
-lesion-level term is added, the mean over the reference lesions in the batch
-of ``-log`` of the lesion's best score (its class probability, maximized over
-the lesion and its 26 neighbours so that a one-voxel shift is not punished):
-every lesion, whatever its size, must be found somewhere, which is what
-lesion-level sensitivity counts (after blob loss, Kofler et al., IPMI 2023,
-which adds one loss term per lesion instance). False positives stay with the
-voxel terms.
+lesion-level cross-entropy is added, over the objects of the batch: each
+reference lesion scores ``-log`` of its best class probability (maximized
+over the lesion and its 26 neighbours so that a one-voxel shift is not
+punished), each false-positive component ``-log`` of its least background
+probability, and the term is their mean. Every lesion must be found
+somewhere and every false dot rejected, whatever their size, which is what
+lesion-level sensitivity and precision count (after blob loss, Kofler et
+al., IPMI 2023, which adds one loss term per lesion instance). With the
+lesion half alone, 12 training subjects gave 544 CMBs for 36.
 """
 
 from __future__ import annotations
@@ -72,22 +74,40 @@ def lesion_components(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
 
 
 def lesion_detection_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean over the reference lesions of ``labels`` (batch, *patch) of ``-log`` of
-    the lesion's best class probability in ``logits`` (batch, classes, *patch),
-    taken over the lesion and its 26 neighbours; 0 when the batch has none."""
-    components = torch.from_numpy(lesion_components(labels.numpy()))
-    n = int(components.max())
-    if n == 0:
+    """Lesion-level cross-entropy over the objects of a batch: each reference
+    lesion of ``labels`` (batch, *patch) scores ``-log`` of its best class
+    probability in ``logits`` (batch, classes, *patch) over the lesion and its 26
+    neighbours (missed), each false-positive component (26-connected voxels
+    predicted as a lesion class, none within one voxel of a reference lesion)
+    ``-log`` of its least background probability (found where nothing is);
+    the mean over both, so a missed 1-voxel CMB and a false dot weigh as much
+    as a missed or invented large lesion; 0 when the batch has neither."""
+    log_p = torch.log_softmax(logits, dim=1)
+    lesions = torch.from_numpy(lesion_components(labels.numpy()))
+    n = int(lesions.max())
+    terms = []
+    if n:
+        # each class's log-probability maximized over the 26 neighbours (a one-voxel
+        # shift), read at each voxel for the class of its label (log space: the
+        # gradient does not vanish however sure the miss)
+        near = torch.nn.functional.max_pool3d(log_p, 3, 1, 1).gather(1, labels[:, None])[:, 0]
+        best = torch.full((n + 1,), -torch.inf, dtype=near.dtype).scatter_reduce(
+            0, lesions.reshape(-1), near.reshape(-1), "amax"
+        )
+        terms.append(-best[1:])
+    with torch.no_grad():
+        called = (logits.argmax(1) > 0).numpy()
+        near_lesion = torch.nn.functional.max_pool3d((labels > 0).float()[:, None], 3, 1, 1)
+    false = lesion_components((called & (near_lesion[:, 0].numpy() == 0)).astype(np.uint8))
+    m = int(false.max())
+    if m:
+        worst = torch.full((m + 1,), torch.inf, dtype=log_p.dtype).scatter_reduce(
+            0, torch.from_numpy(false).reshape(-1), log_p[:, 0].reshape(-1), "amin"
+        )
+        terms.append(-worst[1:])
+    if not terms:
         return logits.sum() * 0.0
-    # each class's probability maximized over the 26 neighbours (a one-voxel shift),
-    # read at each voxel for the class of its label
-    # (in log space: the gradient does not vanish however sure the miss)
-    near = torch.nn.functional.max_pool3d(torch.log_softmax(logits, dim=1), 3, 1, 1)
-    own = near.gather(1, labels[:, None]).squeeze(1)
-    best = torch.full((n + 1,), -torch.inf, dtype=own.dtype).scatter_reduce(
-        0, components.reshape(-1), own.reshape(-1), "amax"
-    )
-    return -best[1:].mean()
+    return torch.cat(terms).mean()
 
 
 def segmentation_loss(
