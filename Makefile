@@ -244,11 +244,11 @@ train-v0.7: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 	$(call tune_and_calibrate,$(V07_MODEL),$(TUNE_72))
 
 # v0.8 (an experiment): v0.5's weights trained 4000 more iterations on the same
-# 128 subjects with the lesion-level detection term (--lesion-loss 1,
-# deepmir.training.loss): v0.5 scores visible 1-voxel CMBs near 1e-6, where the
-# voxel losses, normalized over half a million voxels, barely push (trained on 12
-# subjects for 1500 iterations it still found 1 of their 7 1-voxel CMBs; with the
-# term, 5 of 7). Tuned and calibrated on all 72 seed-2001 subjects.
+# 128 subjects with the lesion-level term (--lesion-loss 1, deepmir.training.loss:
+# each missed lesion and each false-positive component counts once): v0.5 scores
+# visible 1-voxel CMBs near 1e-6, where the voxel losses, averaged over half a
+# million voxels, barely push (benchmarks/results/misses_overfit12_*.txt).
+# Tuned and calibrated on all 72 seed-2001 subjects.
 V08_MODEL ?= build/models/v0.8
 V08_ITERATIONS ?= 4000
 V08_BUDGET_MIN ?= 170

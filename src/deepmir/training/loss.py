@@ -25,7 +25,8 @@ probability, and the term is their mean. Every lesion must be found
 somewhere and every false dot rejected, whatever their size, which is what
 lesion-level sensitivity and precision count (after blob loss, Kofler et
 al., IPMI 2023, which adds one loss term per lesion instance). With the
-lesion half alone, 12 training subjects gave 544 CMBs for 36.
+lesion half alone, 12 training subjects gave 544 CMBs for 36
+(``benchmarks/results/misses_overfit12_*.txt``).
 """
 
 from __future__ import annotations
