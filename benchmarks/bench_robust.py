@@ -168,6 +168,8 @@ def score(name: str, data: Path, predictions: Path, args: argparse.Namespace) ->
             "precision": m.precision,
             "f1": m.f1,
             "fp_per_subject": m.fp_per_subject,
+            # voxel Dice of the matched pairs: how well the lesions' extent is found
+            "dice": m.dice,
         }
     row["calcification_as_cmb"] = _calc_as_cmb(result)
     outcomes = lesion_outcomes_from_files(data, predictions)
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:16s} "
             + "  ".join(
                 f"{c[:4]} {r[c]['sensitivity']:.2f}/{r[c]['precision']:.2f}/F1 {r[c]['f1']:.2f}"
-                f"/FP {r[c]['fp_per_subject']:.2f}"
+                f"/FP {r[c]['fp_per_subject']:.2f}/Dice {r[c]['dice']:.2f}"
                 for c in CLASSES
             )
             + f"  calc->cmb {r['calcification_as_cmb']:.2f}"

@@ -3,6 +3,7 @@ per-class maximum elongation (the vein filter)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -117,3 +118,34 @@ def test_rim_rule_drops_only_the_classes_asked_and_only_lesions_wholly_in_the_ri
     assert len(lesions_from_probabilities(p, post).labels) == 4
     none = PostProcessing(min_size_voxels=1, min_depth_mm=0.0)
     assert len(lesions_from_probabilities(p, none, (1.0, 1.0, 1.0), mask).labels) == 4
+
+
+def test_kept_lesions_take_their_extent_above_the_extent_threshold_only():
+    p = _probabilities((30, 30, 30))
+    # a CMB: one certain voxel in a 3x3x3 shell at 0.6 (below detection, above extent)
+    _put(p, (slice(4, 7), slice(4, 7), slice(4, 7)), 1, 0.6)
+    _put(p, (slice(5, 6), slice(5, 6), slice(5, 6)), 1, 0.9)
+    # a calcification core too small to keep, in its own shell: nothing of it comes back
+    _put(p, (slice(14, 17), slice(4, 7), slice(4, 7)), 3, 0.6)
+    _put(p, (slice(15, 16), slice(5, 6), slice(5, 6)), 3, 0.9)
+    # two CMB cores joined by a 0.6 bridge: the shared region goes to neither
+    _put(p, (slice(20, 21), slice(20, 27), slice(20, 21)), 1, 0.6)
+    _put(p, (slice(20, 21), slice(20, 21), slice(20, 21)), 1, 0.9)
+    _put(p, (slice(20, 21), slice(26, 27), slice(20, 21)), 1, 0.9)
+    # a region at 0.6 holding no core is not a lesion
+    _put(p, (slice(10, 12), slice(20, 22), slice(20, 22)), 2, 0.6)
+    post = PostProcessing(threshold=0.7, min_size_voxels=(1, 1, 2))
+    lesions = lesions_from_probabilities(p, post)
+    assert sorted(lesions.labels.tolist()) == [1, 1, 1]
+    first = lesions.instances[5, 5, 5]
+    assert (lesions.instances == first).sum() == 27  # grown over the shell
+    assert np.isclose(lesions.probability[first - 1], 0.9)  # the core's probability
+    assert (lesions.dseg[14:17, 4:7, 4:7] == 0).all()  # dropped candidates stay out
+    assert (lesions.dseg[20, 21:26, 20] == 0).all() and lesions.dseg[20, 20, 20] == 1
+    assert (lesions.dseg[10:12, 20:22, 20:22] == 0).all()
+    assert (lesions.dseg > 0).sum() == 27 + 2
+    # extent at the detection threshold: the cores alone, as before the extent rule
+    cores = lesions_from_probabilities(p, dataclasses.replace(post, extent_threshold=0.7))
+    assert (cores.dseg > 0).sum() == 3
+    assert PostProcessing.from_dict(post.to_dict()) == post
+    assert PostProcessing.from_dict({"threshold": 0.7}).extent_threshold == 0.5

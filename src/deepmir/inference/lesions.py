@@ -13,6 +13,17 @@ moments in mm, l1 >= l2 >= l3, each voxel counted as a uniform box (its own
 variance, spacing^2 / 12 per axis, is added), so 1 for a ball or a single
 voxel, 2 for two voxels in a row, about the length-to-width ratio for a tube.
 
+Extent (hysteresis): detection and extent use two thresholds. A kept lesion
+takes in the voxels whose lesion probability reaches ``extent_threshold``
+(0.5: lesion more likely than background, a design value, not tuned) and
+that are 26-connected to it, as in hysteresis thresholding. A tuned
+detection threshold above 0.5 (v0.8's is 0.7) would otherwise keep only each
+lesion's most certain voxels and underestimate its volume. Detection is
+unchanged: the size, probability, elongation and depth filters and the
+lesion's probability are those of the core above ``threshold``; a region
+reached from two kept lesions stays with neither (each keeps its core), and
+dropped candidates are never taken in.
+
 The brain-mask rim: lesions of a class with ``min_depth_mm`` > 0 that lie
 entirely within that distance of the brain-mask edge are dropped. There QSM
 carries the residue of background-field removal and the skull's edge, and a
@@ -43,6 +54,8 @@ N_LESION_CLASSES = 3
 #: the rim rule's design value: calcifications only (QSM's rim residue and the
 #: skull's edge are diamagnetic); CMBs and iron are kept up to the mask edge
 DEFAULT_MIN_DEPTH_MM = (0.0, 0.0, 3.0)
+#: lesion more likely than background: the extent of a kept lesion (hysteresis)
+DEFAULT_EXTENT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ class PostProcessing:
     #: per lesion class: a lesion with no voxel this deep (mm) inside the brain
     #: mask is dropped (0: kept wherever it is; a saved config without it: 0)
     min_depth_mm: tuple[float, ...] = field(default=DEFAULT_MIN_DEPTH_MM)
+    #: kept lesions grow into 26-connected voxels whose lesion probability
+    #: reaches this (capped at ``threshold``; a saved config without it: 0.5)
+    extent_threshold: float = DEFAULT_EXTENT_THRESHOLD
 
     def __post_init__(self) -> None:
         # one number for every class is accepted too
@@ -74,6 +90,7 @@ class PostProcessing:
             # JSON has no infinity: null means no limit
             "max_elongation": [None if np.isinf(x) else x for x in self.max_elongation],
             "min_depth_mm": list(self.min_depth_mm),
+            "extent_threshold": self.extent_threshold,
         }
 
     @staticmethod
@@ -88,6 +105,7 @@ class PostProcessing:
             min_probability=d.get("min_probability", 0.0),
             max_elongation=tuple(np.inf if x is None else float(x) for x in limits),
             min_depth_mm=d.get("min_depth_mm", 0.0),
+            extent_threshold=float(d.get("extent_threshold", DEFAULT_EXTENT_THRESHOLD)),
         )
 
 
@@ -232,4 +250,38 @@ def lesions_from_probabilities(
     candidates = candidate_lesions(
         probabilities, post.threshold, spacing, mask, max(post.min_depth_mm)
     )
-    return select_lesions(candidates, post)
+    lesions = select_lesions(candidates, post)
+    return grow_lesions(lesions, candidates, probabilities, post)
+
+
+def grow_lesions(
+    lesions: Lesions,
+    candidates: Candidates,
+    probabilities: npt.NDArray[np.float32],
+    post: PostProcessing,
+) -> Lesions:
+    """The extent of the kept lesions (hysteresis, see the module docstring):
+    each takes the region of ``1 - p(background) >= extent_threshold`` that
+    holds it and no other kept lesion; dropped candidates stay out. Counts,
+    classes and probabilities are unchanged."""
+    extent = min(post.extent_threshold, post.threshold)
+    if extent >= post.threshold or lesions.labels.size == 0:
+        return lesions
+    low = (1.0 - probabilities[0]) >= extent
+    low &= (candidates.components == 0) | (lesions.instances > 0)
+    regions = cc3d.connected_components(low, connectivity=26)
+    core = lesions.instances > 0
+    # (region, lesion) pairs: a region holding one kept lesion goes to it
+    pairs = np.unique(np.stack([regions[core].astype(np.int64), lesions.instances[core]]), axis=1)
+    region_ids, counts = np.unique(pairs[0], return_counts=True)
+    alone = np.isin(pairs[0], region_ids[counts == 1])
+    owner = np.zeros(int(regions.max()) + 1, np.int32)
+    owner[pairs[0][alone]] = pairs[1][alone]
+    instances = np.where(core, lesions.instances, owner[regions]).astype(np.int32)
+    classes = np.concatenate([[0], lesions.labels]).astype(np.uint8)
+    return Lesions(
+        dseg=classes[instances],
+        instances=instances,
+        labels=lesions.labels,
+        probability=lesions.probability,
+    )
