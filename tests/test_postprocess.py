@@ -149,3 +149,27 @@ def test_kept_lesions_take_their_extent_above_the_extent_threshold_only():
     assert (cores.dseg > 0).sum() == 3
     assert PostProcessing.from_dict(post.to_dict()) == post
     assert PostProcessing.from_dict({"threshold": 0.7}).extent_threshold == 0.5
+
+
+def test_a_cmb_on_a_dark_swi_tube_is_dropped_and_one_on_a_blob_kept():
+    p = _probabilities((40, 40, 40))
+    rng = np.random.default_rng(0)
+    swi = (100.0 + rng.normal(0.0, 1.0, (40, 40, 40))).astype(np.float32)
+    swi[5:35, 10, 10] = 40.0  # a vein: a dark tube, 30 voxels long
+    swi[18:23, 28:33, 28:33] = 40.0  # a CMB's bloom: a dark 5^3 blob
+    _put(p, (slice(20, 21), slice(10, 11), slice(10, 11)), 1, 0.9)  # 1-voxel CMB on the vein
+    _put(p, (slice(20, 21), slice(30, 31), slice(30, 31)), 1, 0.9)  # 1-voxel CMB in the blob
+    post = PostProcessing(min_size_voxels=1, max_elongation=3.0)
+    # the predicted components are single voxels: the elongation limit keeps both
+    assert lesions_from_probabilities(p, post, swi=swi).labels.tolist() == [1, 1]
+    vein_filter = dataclasses.replace(post, max_swi_elongation=(3.0, np.inf, np.inf))
+    kept = lesions_from_probabilities(p, vein_filter, swi=swi)
+    assert kept.labels.tolist() == [1]
+    assert kept.dseg[20, 30, 30] == 1 and kept.dseg[20, 10, 10] == 0
+    assert set(np.unique(kept.instances)) == {0, 1}
+    # without the SWI, or for another class's limit, nothing is dropped
+    assert len(lesions_from_probabilities(p, vein_filter).labels) == 2
+    iron_only = dataclasses.replace(post, max_swi_elongation=(np.inf, 3.0, 3.0))
+    assert len(lesions_from_probabilities(p, iron_only, swi=swi).labels) == 2
+    assert PostProcessing.from_dict(vein_filter.to_dict()) == vein_filter
+    assert PostProcessing.from_dict({"threshold": 0.5}).max_swi_elongation == (np.inf,) * 3

@@ -257,7 +257,7 @@ def test_tune_rewrites_the_post_processing_not_the_weights(simulated_dataset, ti
     assert after["weights_sha256"] == before["weights_sha256"]
     assert after["training"]["post_processing_tuned_on"]["subjects"] == ["sub-01", "sub-02"]
     keys = {"threshold", "min_size_voxels", "min_probability", "max_elongation", "min_depth_mm"}
-    keys |= {"extent_threshold"}  # the extent rule's design value, kept as given
+    keys |= {"extent_threshold", "max_swi_elongation"}  # design values, kept as given
     assert set(after["post_processing"]) == keys
     # the rim depth is kept as given, not searched
     argv = ["tune", "--model", str(model), "--data", str(simulated_dataset)]

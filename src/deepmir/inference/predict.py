@@ -316,11 +316,12 @@ def predict_subject(
     absent = [m for m in card.modalities if m not in present]
     # the crop is the brain box plus the margin: the network sees all of it
     image = normalize(present, mask, card.normalization, absent=absent)
+    swi = images.get("swi")  # the SWI-structure limit of the post-processing measures it
     del images, present
     probabilities = predict_probabilities(model.net, image, card.patch_size)
     del image
     spacing = voxel_spacing(grid.target_affine)
-    lesions = lesions_from_probabilities(probabilities, post, spacing, mask)
+    lesions = lesions_from_probabilities(probabilities, post, spacing, mask, swi)
     instances = orient.backward(instances_backward(lesions.instances, grid))
     classes = np.concatenate([[0], lesions.labels]).astype(np.uint8)
     back = Lesions(
