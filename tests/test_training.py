@@ -371,3 +371,40 @@ def test_full_resolution_head_starts_as_its_init_model_then_trains_saves_and_loa
         )
     with pytest.raises(ValueError, match="full_resolution_channels"):
         build_network(dataclasses.replace(headed_network, full_resolution_channels=-1), 4)
+
+
+def test_parallel_reading_trains_as_a_serial_read_and_fine_tuning_keeps_the_scale(
+    simulated_dataset, tmp_path
+):
+    """``workers`` > 1 reads the --data folders in processes: same subjects, same
+    order, same weights as a serial read; a model fine-tuned from another keeps
+    the starting model's QSM scale (the weights were trained on it); the device
+    trained on is recorded."""
+    import json
+
+    from deepmir.training.train import train_model
+
+    config = dataclasses.replace(TINY, iterations=2, tune_post=False)
+    data = [simulated_dataset, simulated_dataset]
+    serial = train_model(data, tmp_path / "serial", config, val_fraction=0.0, progress=False)
+    pooled = train_model(
+        data, tmp_path / "pooled", config, val_fraction=0.0, progress=False, workers=2
+    )
+    assert pooled.card.training["subjects"] == serial.card.training["subjects"]
+    assert len(serial.card.training["subjects"]) == 4
+    assert pooled.card.weights_sha256 == serial.card.weights_sha256
+    assert serial.card.training["ran_on"]["device"] == "cpu"
+
+    start = tmp_path / "serial" / "config.json"
+    record = json.loads(start.read_text())
+    record["normalization"]["qsm_scale_ppm"] = 0.5
+    start.write_text(json.dumps(record))
+    tuned = train_model(
+        simulated_dataset,
+        tmp_path / "tuned",
+        dataclasses.replace(config, init_from=str(tmp_path / "serial")),
+        val_fraction=0.0,
+        progress=False,
+    )
+    assert tuned.card.normalization.qsm_scale_ppm == 0.5
+    assert serial.card.normalization.qsm_scale_ppm != 0.5

@@ -108,6 +108,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "t2w-swi-qsm model)",
     )
     p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the network trains: cpu (default, the tested path) or cuda[:N] "
+        "(bf16, seeded but not bit-reproducible; recorded with the model)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int_at_least(1),
+        default=1,
+        help="processes reading the --data folders, one folder each (default 1)",
+    )
+    p.add_argument(
         "--no-post-tuning",
         dest="tune_post",
         action="store_false",
@@ -160,6 +172,17 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
+    if args.device != "cpu":
+        import torch
+
+        try:
+            torch.device(args.device)
+        except RuntimeError:
+            console.print(f"[red]error:[/red] --device: unknown device {args.device!r}")
+            return 2
+        if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+            console.print("[red]error:[/red] --device cuda: no CUDA GPU is available here")
+            return 2
     try:
         for folder in args.data:
             problem = dataset_problem(folder)
@@ -167,7 +190,13 @@ def run(args: argparse.Namespace) -> int:
                 raise SubjectDataError(folder, problem)
         prepare_output_dir(args.out)  # before hours of training, not after
         result = train_model(
-            args.data, args.out, config, val_fraction=args.val_fraction, resume=args.resume
+            args.data,
+            args.out,
+            config,
+            val_fraction=args.val_fraction,
+            resume=args.resume,
+            device=args.device,
+            workers=args.workers,
         )
     except (SubjectDataError, OutputError, ResumeError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)

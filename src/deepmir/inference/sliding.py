@@ -15,8 +15,12 @@ def predict_probabilities(
     overlap: float = 0.25,
     batch_size: int = 2,
 ) -> npt.NDArray[np.float32]:
-    """Class probabilities (L, I, J, K) of a normalized (C, I, J, K) image."""
+    """Class probabilities (L, I, J, K) of a normalized (C, I, J, K) image.
+
+    The windows run on the network's device (a GPU when training runs on
+    one); the stitched volume stays in CPU memory."""
     net.eval()
+    window_device = next(net.parameters()).device
     with torch.no_grad():
         logits = sliding_window_inference(
             torch.from_numpy(image)[None],
@@ -26,6 +30,8 @@ def predict_probabilities(
             overlap=overlap,
             mode="gaussian",
             padding_mode="constant",
+            sw_device=window_device,
+            device=torch.device("cpu"),
         )
         assert isinstance(logits, torch.Tensor)
         scores = logits[0]

@@ -83,8 +83,9 @@ def lesion_detection_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     ``-log`` of its least background probability (found where nothing is);
     the mean over both, so a missed 1-voxel CMB and a false dot weigh as much
     as a missed or invented large lesion; 0 when the batch has neither."""
+    device = logits.device
     log_p = torch.log_softmax(logits, dim=1)
-    lesions = torch.from_numpy(lesion_components(labels.numpy()))
+    lesions = torch.from_numpy(lesion_components(labels.cpu().numpy())).to(device)
     n = int(lesions.max())
     terms = []
     if n:
@@ -92,18 +93,19 @@ def lesion_detection_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
         # shift), read at each voxel for the class of its label (log space: the
         # gradient does not vanish however sure the miss)
         near = torch.nn.functional.max_pool3d(log_p, 3, 1, 1).gather(1, labels[:, None])[:, 0]
-        best = torch.full((n + 1,), -torch.inf, dtype=near.dtype).scatter_reduce(
+        best = torch.full((n + 1,), -torch.inf, dtype=near.dtype, device=device).scatter_reduce(
             0, lesions.reshape(-1), near.reshape(-1), "amax"
         )
         terms.append(-best[1:])
     with torch.no_grad():
-        called = (logits.argmax(1) > 0).numpy()
+        called = (logits.argmax(1) > 0).cpu().numpy()
         near_lesion = torch.nn.functional.max_pool3d((labels > 0).float()[:, None], 3, 1, 1)
-    false = lesion_components((called & (near_lesion[:, 0].numpy() == 0)).astype(np.uint8))
+    far = near_lesion[:, 0].cpu().numpy() == 0
+    false = lesion_components((called & far).astype(np.uint8))
     m = int(false.max())
     if m:
-        worst = torch.full((m + 1,), torch.inf, dtype=log_p.dtype).scatter_reduce(
-            0, torch.from_numpy(false).reshape(-1), log_p[:, 0].reshape(-1), "amin"
+        worst = torch.full((m + 1,), torch.inf, dtype=log_p.dtype, device=device).scatter_reduce(
+            0, torch.from_numpy(false).to(device).reshape(-1), log_p[:, 0].reshape(-1), "amin"
         )
         terms.append(-worst[1:])
     if not terms:
@@ -123,12 +125,13 @@ def segmentation_loss(
 
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         labels = target[:, 0]
+        weights = class_weight.to(logits.device)
         if size_floor <= 1:
-            ce = torch.nn.functional.cross_entropy(logits, labels, weight=class_weight)
+            ce = torch.nn.functional.cross_entropy(logits, labels, weight=weights)
         else:
             voxel = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-            size = torch.from_numpy(lesion_size_weights(labels.numpy(), size_floor))
-            weight = class_weight[labels] * size
+            size = lesion_size_weights(labels.cpu().numpy(), size_floor)
+            weight = weights[labels] * torch.from_numpy(size).to(logits.device)
             ce = (weight * voxel).sum() / weight.sum()
         total = dice(logits, target) + ce
         if lesion_weight > 0:

@@ -1,4 +1,6 @@
-"""``deepmir train``: the DEEPMIR network on an annotated BIDS dataset (CPU).
+"""``deepmir train``: the DEEPMIR network on an annotated BIDS dataset (CPU,
+the tested path; ``--device cuda`` trains on a GPU, in bf16, seeded but not
+bit-reproducible).
 
 Patches oversample every lesion class and SWI mimics; the loss is MONAI's
 Dice (lesion classes, batch Dice: robust to a class that is 1e-5 of the
@@ -20,12 +22,15 @@ so that one recipe can run as several shorter runs with the same result.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import multiprocessing
 import os
 import platform
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,7 @@ from deepmir.model.network import NetworkConfig, build_network, unet_of
 from deepmir.model.preprocess import Normalization
 from deepmir.training.data import (
     CROP_MARGIN,
+    RawSubject,
     TrainingSubject,
     as_folders,
     fit,
@@ -297,8 +303,15 @@ def train_on_subjects(
     provider: PatchProvider | None = None,
     resume_dir: str | Path | None = None,
     resume: bool = False,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train from prepared subjects (used by ``train`` and ``cv``).
+
+    ``device``: where the network trains (``cpu``, the tested path, or
+    ``cuda``); patches are drawn on the CPU either way, the model is returned
+    on the CPU, and the device is recorded with it. Not part of the recipe: a
+    run may resume on another device (GPU kernels are not bit-identical to
+    CPU ones).
 
     ``provider``: where the training patches come from (default: patches of
     ``train``, :class:`~deepmir.training.provider.SubjectPatches`).
@@ -310,6 +323,12 @@ def train_on_subjects(
     if config.iterations < 1:
         raise ValueError(f"training needs at least 1 iteration, got {config.iterations}")
     set_deterministic(config.seed)
+    torch_device = torch.device(device)
+    on_gpu = torch_device.type == "cuda"
+    if on_gpu:
+        # seeded, but GPU kernels are chosen for speed, not bit-reproducibility
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
     rng = np.random.default_rng(config.seed)
     net = build_network(config.network, in_channels=len(norm.channels))
     if config.init_from is not None:
@@ -328,6 +347,7 @@ def train_on_subjects(
             )
         # a model without the full-resolution head starts the U-Net of one with it
         (net if start_head else unet_of(net)).load_state_dict(start_net.state_dict())
+    net.to(torch_device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=max(config.iterations, 2), pct_start=0.1
@@ -406,10 +426,13 @@ def train_on_subjects(
                 f"{len(norm.channels)} ({', '.join(norm.channels)})"
             )
         drop_modalities(rng, images, dropout_channels, config.modality_dropout)
-        x = torch.from_numpy(np.ascontiguousarray(images))
-        y = torch.from_numpy(config.targets(labels)[:, None].astype(np.int64))
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(torch_device)
+        y = torch.from_numpy(config.targets(labels)[:, None].astype(np.int64)).to(torch_device)
         optimizer.zero_grad()
-        loss = loss_fn(net(x), y)
+        # bf16 on a GPU (the losses run in fp32 on its logits); fp32 on the CPU
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -444,6 +467,7 @@ def train_on_subjects(
             best_state = {k: v.clone() for k, v in net.state_dict().items()}
     if best_state is not None:
         net.load_state_dict(best_state)
+    net.cpu()
     post, tuned_f1 = config.post, None
     if val and config.tune_post:
         post, tuned_f1 = tune_post_processing(net, val, config)
@@ -469,16 +493,20 @@ def train_on_subjects(
             "tuned_post_processing": post.to_dict() if tuned_f1 is not None else None,
             "validation_lesion_f1_after_tuning": tuned_f1,
             "seconds": round(seconds_before + time.perf_counter() - start, 1),
-            "ran_on": machine(),
+            "ran_on": machine(device),
         },
     )
     return TrainResult(net=net, card=card, losses=losses, val_f1=val_f1, complete=complete)
 
 
-def machine() -> dict[str, Any]:
+def machine(device: str = "cpu") -> dict[str, Any]:
     """Where this (last) run of the recipe ran: recorded with the model."""
+    accelerator = None
+    if torch.device(device).type == "cuda":
+        accelerator = torch.cuda.get_device_name(torch.device(device))
     return {
-        "device": "cpu",
+        "device": device,
+        "accelerator": accelerator,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
@@ -509,6 +537,17 @@ def _check_resumable(
         )
 
 
+def _read_folder(
+    folder: Path, modalities: tuple[str, ...], mask_jitter: float, seed: int
+) -> list[RawSubject]:
+    """One dataset's annotated subjects, cropped to the brain (a worker's share)."""
+    return list(
+        iter_annotated(
+            folder, modalities, crop_margin=CROP_MARGIN, mask_jitter=mask_jitter, seed=seed
+        )
+    )
+
+
 def train_model(
     data: str | Path | Sequence[str | Path],
     out: str | Path,
@@ -516,9 +555,16 @@ def train_model(
     val_fraction: float = 0.2,
     progress: bool = True,
     resume: bool = False,
+    device: str = "cpu",
+    workers: int = 1,
 ) -> TrainResult:
     """Train on one or more BIDS datasets with reference labels (their subjects
     pooled); save safetensors + config.json.
+
+    ``device``: see :func:`train_on_subjects`. ``workers`` > 1: the datasets
+    are read by that many processes, one dataset each (a large cohort
+    simulated in several folders loads in minutes, not an hour; the subjects
+    and their order are those of a serial read).
 
     The resume state goes to ``<out>/resume/`` (:mod:`deepmir.training.resume`);
     ``resume=True`` continues from it when it is there. Without ``resume``, an
@@ -536,18 +582,26 @@ def train_model(
     if config.iterations < 1:
         raise ValueError(f"training needs at least 1 iteration, got {config.iterations}")
     folders = as_folders(data)
-    raw = [
-        r
-        for folder in folders
-        for r in iter_annotated(
-            folder,
-            config.modalities,
-            crop_margin=CROP_MARGIN,
-            mask_jitter=config.mask_jitter,
-            seed=config.seed,
-        )
-    ]
+    read = functools.partial(
+        _read_folder,
+        modalities=config.modalities,
+        mask_jitter=config.mask_jitter,
+        seed=config.seed,
+    )
+    if workers > 1 and len(folders) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(folders)), mp_context=context) as pool:
+            raw = [r for part in pool.map(read, folders) for r in part]
+    else:
+        raw = [r for folder in folders for r in read(folder)]
     norm = fit(raw, config.modalities)
+    if config.init_from is not None:
+        # fine-tuning keeps the scale the starting weights were trained on
+        from deepmir.model.checkpoint import load_model
+
+        start_norm = load_model(config.init_from)[1].normalization
+        if start_norm.modalities == norm.modalities:
+            norm = start_norm
     subjects = []
     while raw:  # each subject's raw arrays go as soon as it is prepared
         subjects.append(prepare(raw.pop(0), norm, CROP_MARGIN))
@@ -556,7 +610,7 @@ def train_model(
     val = [subjects[i] for i in order[:n_val]]
     train = [subjects[i] for i in order[n_val:]]
     result = train_on_subjects(
-        train, val, norm, config, progress, resume_dir=resume_dir, resume=resume
+        train, val, norm, config, progress, resume_dir=resume_dir, resume=resume, device=device
     )
     result.card.training["data"] = folder_record(folders)
     save_model(out, result.net, result.card)
