@@ -153,3 +153,51 @@ def test_selection_is_seeded_and_rejects_an_unknown_method():
     assert select_method(subjects, 1, seed=5) == select_method(subjects, 1, seed=5)
     with pytest.raises(ValueError, match="method"):
         fit_class([0.5, 0.6], [True, False], "beta")
+
+
+def test_calibration_sees_the_lesions_predict_keeps_the_swi_structure_limit_included():
+    """calibrate scores the lesions predict would keep: the SWI-structure limit
+    is applied to the prepared subject's normalized SWI channel, so a CMB on a
+    dark SWI tube is not among the outcomes the calibration is fitted on."""
+    import dataclasses
+
+    from conftest import QsmThreshold
+
+    from deepmir.inference.lesions import PostProcessing
+    from deepmir.training.calibrate import subject_outcomes
+    from deepmir.training.data import TrainingSubject
+
+    shape = (40, 40, 40)
+    norm = Normalization(("swi", "qsm"), qsm_scale_ppm=0.1)
+    rng = np.random.default_rng(0)
+    swi = (100.0 + rng.normal(0.0, 1.0, shape)).astype(np.float32)
+    swi[5:35, 10, 10] = 40.0  # a vein: a dark tube
+    swi[18:23, 28:33, 28:33] = 40.0  # a CMB's bloom: a dark blob
+    image = np.zeros((len(norm.channels), *shape), np.float32)
+    image[norm.channel_indices("swi")[0]] = (swi - 100.0) / 3.0  # as normalize would
+    qsm = norm.channel_indices("qsm")[0]
+    image[qsm, 20, 10, 10] = image[qsm, 20, 30, 30] = 10.0  # 1 ppm: called CMB
+    dseg = np.zeros(shape, np.uint8)
+    dseg[20, 30, 30] = 1  # the blob's is real, the tube's is not
+    subject = TrainingSubject(
+        name="sub-1",
+        image=image,
+        dseg=dseg,
+        instances=np.zeros(shape, np.int16),
+        brain=np.ones(shape, bool),
+        affine=np.eye(4),
+    )
+    card = ModelCard(
+        network=TinyNetworkConfig(),
+        normalization=norm,
+        patch_size=(32, 32, 32),
+        seed=0,
+        post=PostProcessing(min_size_voxels=(1, 1, 1)),
+        working_spacing_mm=1.0,
+    )
+    net = QsmThreshold(qsm)
+    both = subject_outcomes(net, subject, card)
+    assert both.labels.tolist() == [1, 1] and sorted(both.real.tolist()) == [False, True]
+    card.post = dataclasses.replace(card.post, max_swi_elongation=(3.0, np.inf, np.inf))
+    kept = subject_outcomes(net, subject, card)
+    assert kept.labels.tolist() == [1] and kept.real.tolist() == [True]

@@ -20,7 +20,8 @@ def predict_probabilities(
     The windows run on the network's device (a GPU when training runs on
     one); the stitched volume stays in CPU memory."""
     net.eval()
-    window_device = next(net.parameters()).device
+    weight = next(net.parameters(), None)
+    window_device = weight.device if weight is not None else torch.device("cpu")
     with torch.no_grad():
         logits = sliding_window_inference(
             torch.from_numpy(image)[None],

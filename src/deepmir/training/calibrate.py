@@ -79,10 +79,15 @@ class CalibrationReport:
 def subject_outcomes(
     net: torch.nn.Module, subject: TrainingSubject, card: ModelCard
 ) -> LesionOutcomes:
-    """Predict a prepared subject with the model's post-processing; its lesions' outcomes."""
+    """Predict a prepared subject with the model's post-processing (the
+    SWI-structure limit included: it measures the normalized SWI channel, the
+    same as predict's SWI up to a positive affine map, which its robust local
+    statistics ignore); its lesions' outcomes."""
     probabilities = predict_probabilities(net, subject.image, card.patch_size)
     spacing = voxel_spacing(subject.affine)
-    lesions = lesions_from_probabilities(probabilities, card.post, spacing, subject.brain)
+    channel = card.normalization.channel_indices("swi")
+    swi = subject.image[channel[0]] if channel else None
+    lesions = lesions_from_probabilities(probabilities, card.post, spacing, subject.brain, swi)
     instances = subject.instances if subject.instances.any() else None
     return lesion_outcomes(lesions, subject.dseg, instances, subject.affine)
 
