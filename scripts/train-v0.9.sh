@@ -36,33 +36,27 @@ if [ -z "$ITERATIONS" ] && { [ "$DEVICE" != cpu ] || [ -n "${PROBE:-}" ]; }; the
     ITERATIONS=$($PY - "$DEVICE" "$BATCH" "${PROBE_N:-40}" <<'EOF'
 import sys, time
 import torch
+from deepmir.labels import LABELS
 from deepmir.model.checkpoint import load_model
 from deepmir.training.loss import segmentation_loss
+from deepmir.training.train import train_step
 device, batch, n = torch.device(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-gpu = device.type == "cuda"
-sync = torch.cuda.synchronize if gpu else (lambda: None)
+sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 torch.backends.cudnn.benchmark = True
 net, card = load_model("src/deepmir/models/t2w-swi-qsm")
 net.to(device).train()
 opt = torch.optim.AdamW(net.parameters(), lr=1e-5)
-loss_fn = segmentation_loss(4, 10.0, 8, 1.0)
-c = len(card.normalization.channels)
-x = torch.randn(batch, c, 64, 64, 64, device=device)
+# v0.8's loss (class weight 10, size floor 8, lesion term 1), as the recipe trains
+loss_fn = segmentation_loss(len(LABELS), 10.0, 8, 1.0)
+x = torch.randn(batch, len(card.normalization.channels), 64, 64, 64, device=device)
 y = torch.zeros(batch, 1, 64, 64, 64, dtype=torch.int64, device=device)
 y[:, :, 30:32, 30:32, 30:32] = 1
-def step():
-    opt.zero_grad()
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
-        logits = net(x)
-    loss = loss_fn(logits.float(), y)
-    loss.backward()
-    opt.step()
 for _ in range(min(10, n)):
-    step()
+    train_step(net, opt, loss_fn, x, y)
 sync()
 t = time.perf_counter()
 for _ in range(n):
-    step()
+    train_step(net, opt, loss_fn, x, y)
 sync()
 print(f"{n / (time.perf_counter() - t):.3f}")
 EOF

@@ -176,11 +176,11 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         try:
-            torch.device(args.device)
+            device = torch.device(args.device)
         except RuntimeError:
             console.print(f"[red]error:[/red] --device: unknown device {args.device!r}")
             return 2
-        if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        if device.type == "cuda" and not torch.cuda.is_available():
             console.print("[red]error:[/red] --device cuda: no CUDA GPU is available here")
             return 2
     try:
