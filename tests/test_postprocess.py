@@ -173,3 +173,38 @@ def test_a_cmb_on_a_dark_swi_tube_is_dropped_and_one_on_a_blob_kept():
     assert len(lesions_from_probabilities(p, iron_only, swi=swi).labels) == 2
     assert PostProcessing.from_dict(vein_filter.to_dict()) == vein_filter
     assert PostProcessing.from_dict({"threshold": 0.5}).max_swi_elongation == (np.inf,) * 3
+
+
+def _depth_by_eroding_everything(components, n, mask, max_depth_mm, step=1.0):
+    """The definition: erode the whole mask, note which components each erosion reaches."""
+    from scipy import ndimage
+
+    depth = np.zeros(n + 1)
+    inside = mask.copy()
+    for k in range(int(np.ceil(max_depth_mm / step - 1e-9)) + 1):
+        reached = np.bincount(components[inside], minlength=n + 1) > 0
+        depth[reached] = min(k * step, max_depth_mm)
+        inside = ndimage.binary_erosion(inside)
+    return depth
+
+
+def test_component_depth_on_lesion_boxes_equals_eroding_the_whole_mask():
+    import cc3d
+    from scipy import ndimage
+
+    from deepmir.inference.lesions import component_depth
+
+    rng = np.random.default_rng(7)
+    for trial in range(6):
+        shape = (30, 26, 22)
+        mask = ndimage.binary_opening(ndimage.gaussian_filter(rng.random(shape), 2) > 0.48)
+        mask[:, :, -2:] |= trial % 2 == 0  # a mask that runs into the array edge
+        blobs = ndimage.gaussian_filter(rng.random(shape), 1) > 0.62
+        components = cc3d.connected_components(blobs, connectivity=26).astype(np.int32)
+        n = int(components.max())
+        assert n > 5
+        for max_depth in (1.0, 2.5, 3.0, 5.0):
+            expected = _depth_by_eroding_everything(components, n, mask, max_depth)
+            got = component_depth(components, n, mask, max_depth)
+            np.testing.assert_array_equal(got[1:], expected[1:])  # index 0 is unused
+        assert len(set(expected[1:])) > 2  # the trial spans several depths

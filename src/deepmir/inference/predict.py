@@ -441,11 +441,10 @@ def _counts_and_centroids(
     instances: npt.NDArray[np.int32], n: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Voxel count and centroid (voxel coordinates) of lesions 1..n (index 0 unused)."""
-    ids = instances.ravel()
-    inside = ids > 0
-    counts = np.bincount(ids[inside], minlength=n + 1)
-    coords = np.indices(instances.shape).reshape(3, -1)[:, inside]
-    sums = np.stack([np.bincount(ids[inside], weights=c, minlength=n + 1) for c in coords])
+    coords = np.nonzero(instances)  # C order, as a ravel: the same sums as over every voxel
+    ids = instances[coords]
+    counts = np.bincount(ids, minlength=n + 1)
+    sums = np.stack([np.bincount(ids, weights=c, minlength=n + 1) for c in coords])
     return counts, (sums / np.maximum(counts, 1)).T
 
 
