@@ -16,9 +16,10 @@ each edge otherwise. An axis whose spacing is already within ``tolerance``
 of ``t`` is left as it is (no interpolation along it); when every axis is,
 the resampler is the identity and returns its input unchanged.
 
-Interpolation is :func:`scipy.ndimage.affine_transform` with a diagonal
-matrix (separable, one zoom and one shift per axis), linear for images and
-probabilities, nearest neighbour for labels, edge values repeated outside
+Interpolation is linear for images and probabilities (separable, one axis
+at a time: :func:`_linear`, the values of :func:`scipy.ndimage.affine_transform`
+with a diagonal matrix up to float32 rounding) and nearest neighbour for
+labels (:func:`scipy.ndimage.affine_transform`), edge values repeated outside
 the source box. Nearest neighbour can drop a lesion smaller than a voxel of
 the target grid: :func:`instances_backward` (and :func:`instances_forward`)
 give every such lesion the target voxel containing its centroid.
@@ -178,23 +179,53 @@ def _resample(
     shape: tuple[int, int, int],
     order: int,
 ) -> npt.NDArray[Any]:
-    """``out[w] = volume[zoom * w + shift]`` (scipy.ndimage.affine_transform, diagonal)."""
+    """``out[w] = volume[zoom * w + shift]``: linear (:func:`_linear`) or nearest
+    neighbour (scipy.ndimage.affine_transform with a diagonal matrix)."""
     if volume.ndim == 4:
         return np.stack([_resample(v, zoom, shift, shape, order) for v in volume])
     if volume.dtype == np.bool_:
         if order == 0:
             return _resample(volume.view(np.uint8), zoom, shift, shape, 0).astype(bool)
         return _resample(volume.astype(np.float32), zoom, shift, shape, order) >= 0.5
-    dtype = volume.dtype if order == 0 else np.dtype(np.float32)
+    if order == 1:
+        return _linear(volume, zoom, shift, shape)
     return ndimage.affine_transform(
         volume,
         zoom,
         offset=shift,
         output_shape=shape,
-        output=dtype,
+        output=volume.dtype,
         order=order,
         mode="nearest",
     )
+
+
+def _linear(
+    volume: npt.NDArray[Any],
+    zoom: npt.NDArray[np.float64],
+    shift: npt.NDArray[np.float64],
+    shape: tuple[int, int, int],
+) -> npt.NDArray[np.float32]:
+    """Linear ``out[w] = volume[zoom * w + shift]``, edge values repeated outside.
+
+    What ``scipy.ndimage.affine_transform(order=1, mode="nearest")`` computes
+    with a diagonal matrix, one axis at a time (trilinear interpolation is
+    separable), in float32: the same values up to float32 rounding (tests),
+    about six times faster than scipy's general 3D spline code. The axes that
+    shrink most go first, so the later passes run on less data; an axis the
+    working grid keeps (zoom 1, shift 0, same length) is not touched."""
+    out = np.asarray(volume, np.float32)
+    for axis in np.argsort(np.asarray(shape) / np.asarray(volume.shape), kind="stable"):
+        n = volume.shape[axis]
+        if zoom[axis] == 1.0 and shift[axis] == 0.0 and shape[axis] == n:
+            continue
+        x = np.clip(zoom[axis] * np.arange(shape[axis]) + shift[axis], 0.0, n - 1.0)
+        low = np.floor(x).astype(np.int64)
+        high = np.minimum(low + 1, n - 1)
+        weight = (x - low).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
+        below = out.take(low, axis=axis)
+        out = below + (out.take(high, axis=axis) - below) * weight
+    return out
 
 
 def instances_backward(instances_w: npt.NDArray[IntT], resampler: Resampler) -> npt.NDArray[IntT]:
