@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.9.1 tune-v0.5.2 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.9.1 tune-v0.5.2 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -72,9 +72,10 @@ $(V01_MODEL)/config.json: $(TRAIN_DATA)/dataset_description.json $(TUNE_DATA)/da
 
 train-v0.1: $(V01_MODEL)/config.json
 
-# the shipped model: v0.8 (below), copied into the package
-train-default: train-v0.8
-	cp $(V08_MODEL)/model.safetensors $(V08_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
+# the shipped model: v0.8.1 (v0.8's weights and post-processing, below, the
+# calibration refitted on 120 subjects), copied into the package
+train-default: calibrate-v0.8.1
+	cp $(V081_MODEL)/model.safetensors $(V081_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
 
 cv: $(TRAIN_DATA)/dataset_description.json
 	$(BIN)/deepmir cv --data $(TRAIN_DATA) --folds 4 --out build/cv --iterations $(TRAIN_ITERATIONS)
@@ -275,17 +276,30 @@ train-v0.9: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_des
 		bash scripts/train-v0.9.sh
 	$(call tune_and_calibrate,$(V09_MODEL),$(TUNE_72))
 
+# seed-2001 subjects 73-120: with the 72 they calibrate v0.8.1 and v0.9.1
+ROBUST_TUNE_C ?= build/robust-tune-c
+
+$(ROBUST_TUNE_C)/dataset_description.json: | $(STAMP)
+	$(BIN)/deepmir simulate --out $(ROBUST_TUNE_C) --n 48 --first-index 72 \
+		--seed 2001 --preset randomized
+
+# v0.8.1 (shipped): v0.8's weights and post-processing, the calibration refitted on
+# the 120 seed-2001 subjects v0.9.1 uses (benchmarks/results/rule-v0.8.1.md)
+V081_MODEL ?= build/models/v0.8.1
+
+calibrate-v0.8.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C)/dataset_description.json
+	test -f $(V08_MODEL)/config.json || $(MAKE) train-v0.8
+	mkdir -p $(V081_MODEL)
+	cp $(V08_MODEL)/model.safetensors $(V08_MODEL)/config.json $(V081_MODEL)/
+	$(BIN)/deepmir calibrate --model $(V081_MODEL) $(TUNE_72) --data $(ROBUST_TUNE_C) \
+		--out $(V081_MODEL)/calibration
+
 # v0.9.1: v0.9's weights and post-processing (the committed
 # benchmarks/results/models/v0.9: GPU training is not bit-reproducible), the
 # calibration refitted on 120 seed-2001 subjects (the 72 and subjects 73-120,
 # never trained, tuned or benchmarked on): v0.9's map of 72 subjects rested on
 # 11 false iron deposits (benchmarks/results/rule-v0.9.1.md)
-ROBUST_TUNE_C ?= build/robust-tune-c
 V091_MODEL ?= build/models/v0.9.1
-
-$(ROBUST_TUNE_C)/dataset_description.json: | $(STAMP)
-	$(BIN)/deepmir simulate --out $(ROBUST_TUNE_C) --n 48 --first-index 72 \
-		--seed 2001 --preset randomized
 
 calibrate-v0.9.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C)/dataset_description.json
 	mkdir -p $(V091_MODEL)
