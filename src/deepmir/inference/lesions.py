@@ -189,6 +189,18 @@ def elongation(
     return np.asarray(np.sqrt(eig[:, 2] / eig[:, 1]), np.float64)
 
 
+def counts_and_centroids(
+    instances: npt.NDArray[np.integer[Any]], n: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Voxel count and centroid (voxel coordinates, (n + 1, 3)) of lesions
+    1..n of an instance map (index 0 unused), from the lesion voxels only."""
+    coords = np.nonzero(instances)  # C order, as a ravel: the same sums as over every voxel
+    ids = instances[coords]
+    counts = np.bincount(ids, minlength=n + 1)
+    sums = np.stack([np.bincount(ids, weights=c, minlength=n + 1) for c in coords])
+    return counts, (sums / np.maximum(counts, 1)).T
+
+
 def component_depth(
     components: npt.NDArray[np.int32],
     n: int,

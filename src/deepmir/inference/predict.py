@@ -45,6 +45,7 @@ from deepmir.inference.fromgre import gre_output_paths
 from deepmir.inference.lesions import (
     Lesions,
     PostProcessing,
+    counts_and_centroids,
     lesions_from_probabilities,
     voxel_spacing,
 )
@@ -392,7 +393,7 @@ def lesion_table(
     if n == 0:
         return rows
     measured_on, measured_affine = working if working is not None else (lesions.instances, affine)
-    counts, centroids = _counts_and_centroids(measured_on, n)
+    counts, centroids = counts_and_centroids(measured_on, n)
     voxel_mm3 = float(abs(np.linalg.det(measured_affine[:3, :3])))
     chi: list[float | None] = [None] * (n + 1)
     if qsm is not None:
@@ -435,17 +436,6 @@ def lesion_table(
             }
         )
     return rows
-
-
-def _counts_and_centroids(
-    instances: npt.NDArray[np.int32], n: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Voxel count and centroid (voxel coordinates) of lesions 1..n (index 0 unused)."""
-    coords = np.nonzero(instances)  # C order, as a ravel: the same sums as over every voxel
-    ids = instances[coords]
-    counts = np.bincount(ids, minlength=n + 1)
-    sums = np.stack([np.bincount(ids, weights=c, minlength=n + 1) for c in coords])
-    return counts, (sums / np.maximum(counts, 1)).T
 
 
 def lesions_tsv(rows: list[dict[str, Any]]) -> str:

@@ -25,6 +25,7 @@ import jinja2
 import numpy as np
 
 from deepmir import __version__
+from deepmir.inference.lesions import counts_and_centroids
 from deepmir.labels import LESION_CLASSES
 from deepmir.report.data import (
     MODALITIES,
@@ -83,18 +84,10 @@ def _render(template: str, **context: Any) -> str:
 def _centroids(data: SubjectReportData) -> dict[int, tuple[float, float, float]]:
     """Each lesion's centroid in RAS crop voxels (from its voxels; the table's
     i, j, k are on the input grid)."""
-    ids = data.instances.ravel()
-    inside = ids > 0
-    n = int(ids.max(initial=0))
-    counts = np.bincount(ids[inside], minlength=n + 1)
-    coords = np.indices(data.instances.shape).reshape(3, -1)[:, inside]
-    sums = np.stack([np.bincount(ids[inside], weights=c, minlength=n + 1) for c in coords])
+    n = int(data.instances.max(initial=0))
+    counts, centroids = counts_and_centroids(data.instances, n)
     return {
-        k: (
-            float(sums[0, k] / counts[k]),
-            float(sums[1, k] / counts[k]),
-            float(sums[2, k] / counts[k]),
-        )
+        k: (float(centroids[k, 0]), float(centroids[k, 1]), float(centroids[k, 2]))
         for k in range(1, n + 1)
         if counts[k] > 0
     }
