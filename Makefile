@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.9.1 tune-v0.5.2 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.9.1 tune-v0.5.2 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -31,6 +31,9 @@ bench-simulate: $(STAMP)
 
 bench-predict: $(STAMP)
 	$(BIN)/python benchmarks/bench_predict.py
+
+bench-resample: $(STAMP)
+	$(BIN)/python benchmarks/bench_resample.py
 
 bench-memory: $(STAMP)
 	$(BIN)/python benchmarks/bench_memory.py
@@ -276,22 +279,31 @@ train-v0.9: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_des
 		bash scripts/train-v0.9.sh
 	$(call tune_and_calibrate,$(V09_MODEL),$(TUNE_72))
 
-# seed-2001 subjects 73-120: with the 72 they calibrate v0.8.1 and v0.9.1
-ROBUST_TUNE_C ?= build/robust-tune-c
+# seed-2001 subjects 73-120: with the 72 they calibrate v0.8.1 and v0.9.1. Two
+# folders of 24, as the shipped calibration was fitted: a folder's labels take the
+# width of its last index (sub-73 .. sub-96, then sub-097 .. sub-120), and the
+# calibration's hold-out split and folds follow the labels
+ROBUST_TUNE_C1 ?= build/robust-tune-c1
+ROBUST_TUNE_C2 ?= build/robust-tune-c2
+TUNE_120 := $(TUNE_72) --data $(ROBUST_TUNE_C1) --data $(ROBUST_TUNE_C2)
 
-$(ROBUST_TUNE_C)/dataset_description.json: | $(STAMP)
-	$(BIN)/deepmir simulate --out $(ROBUST_TUNE_C) --n 48 --first-index 72 \
+$(ROBUST_TUNE_C1)/dataset_description.json: | $(STAMP)
+	$(BIN)/deepmir simulate --out $(ROBUST_TUNE_C1) --n 24 --first-index 72 \
+		--seed 2001 --preset randomized
+
+$(ROBUST_TUNE_C2)/dataset_description.json: | $(STAMP)
+	$(BIN)/deepmir simulate --out $(ROBUST_TUNE_C2) --n 24 --first-index 96 \
 		--seed 2001 --preset randomized
 
 # v0.8.1 (shipped): v0.8's weights and post-processing, the calibration refitted on
 # the 120 seed-2001 subjects v0.9.1 uses (benchmarks/results/rule-v0.8.1.md)
 V081_MODEL ?= build/models/v0.8.1
 
-calibrate-v0.8.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C)/dataset_description.json
+calibrate-v0.8.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
 	test -f $(V08_MODEL)/config.json || $(MAKE) train-v0.8
 	mkdir -p $(V081_MODEL)
 	cp $(V08_MODEL)/model.safetensors $(V08_MODEL)/config.json $(V081_MODEL)/
-	$(BIN)/deepmir calibrate --model $(V081_MODEL) $(TUNE_72) --data $(ROBUST_TUNE_C) \
+	$(BIN)/deepmir calibrate --model $(V081_MODEL) $(TUNE_120) \
 		--out $(V081_MODEL)/calibration
 
 # v0.9.1: v0.9's weights and post-processing (the committed
@@ -301,10 +313,10 @@ calibrate-v0.8.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/datas
 # 11 false iron deposits (benchmarks/results/rule-v0.9.1.md)
 V091_MODEL ?= build/models/v0.9.1
 
-calibrate-v0.9.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C)/dataset_description.json
+calibrate-v0.9.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
 	mkdir -p $(V091_MODEL)
 	cp benchmarks/results/models/v0.9/model.safetensors benchmarks/results/models/v0.9/config.json $(V091_MODEL)/
-	$(BIN)/deepmir calibrate --model $(V091_MODEL) $(TUNE_72) --data $(ROBUST_TUNE_C) \
+	$(BIN)/deepmir calibrate --model $(V091_MODEL) $(TUNE_120) \
 		--out $(V091_MODEL)/calibration
 
 # v0.5.2 (an experiment, not shipped): v0.5's weights, post-processing tuned

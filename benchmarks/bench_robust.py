@@ -16,9 +16,10 @@ sets, with a reliability diagram of the pooled held-out lesions
 
 Resumable: a set already simulated, or predicted with the same weights, is reused.
 With ``--jobs J`` (default 2) the missing sets are first simulated by J
-``deepmir simulate`` processes at once, one thread each (on 2 cores about
-1.6x the throughput of one process using both; the phantoms are the same up
-to float32 rounding of the QSM inversion's sums), then scored one by one.
+``deepmir simulate`` processes at once, one thread each (numpy's FFTs run on
+one core, so one process leaves the second core mostly idle; the phantoms
+are the same up to float32 rounding of the QSM inversion's sums; the time
+is printed), then scored one by one.
 
 Run: ``make bench-robust`` or
 ``.venv/bin/python benchmarks/bench_robust.py --model default --n 6 --out build/robust``
@@ -61,24 +62,22 @@ def simulate_sets(names: list[str], args: argparse.Namespace) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     bases = list(dict.fromkeys(name.partition(":")[0] for name in names))
-    todo = [b for b in bases if _n_simulated(Path(args.out) / b / "bids") < args.n]
+    todo = [b for b in bases if _missing_subjects(b, args) is not None]
     if args.jobs <= 1 or len(todo) <= 1:
         return  # run_set simulates in this process
     threads = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     env = {**os.environ, **threads}
 
     def simulate(base: str) -> None:
-        data = Path(args.out) / base / "bids"
-        have = _n_simulated(data)
-        data.parent.mkdir(parents=True, exist_ok=True)
-        log = data.parent / "simulate.log"
+        config = _missing_subjects(base, args)
+        config.out.parent.mkdir(parents=True, exist_ok=True)
+        log = config.out.parent / "simulate.log"
         command = [
-            sys.executable, "-m", "deepmir.cli", "simulate", "--out", str(data),
-            "--n", str(args.n - have), "--first-index", str(have),
-            "--seed", str(args.seed + SETS.index(base)), "--preset", "randomized",
-            "--shift", "none" if base == "in-distribution" else base,
+            sys.executable, "-m", "deepmir.cli", "simulate", "--out", str(config.out),
+            "--n", str(config.n_subjects), "--first-index", str(config.first_index),
+            "--seed", str(config.seed), "--preset", config.preset, "--shift", config.shift,
         ]  # fmt: skip
-        if have == 0 and data.exists():  # what an interrupted first run left
+        if config.first_index == 0 and config.out.exists():  # an interrupted first run's
             command.append("--overwrite")
         with open(log, "w") as out:
             done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -86,31 +85,42 @@ def simulate_sets(names: list[str], args: argparse.Namespace) -> None:
             raise RuntimeError(f"simulating {base} failed: see {log}")
 
     print(f"simulating {len(todo)} set(s), {args.jobs} at a time: {', '.join(todo)}", flush=True)
+    start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(simulate, todo))
+    print(f"simulated in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def run_set(name: str, index: int, args: argparse.Namespace) -> dict[str, Any]:
+def _missing_subjects(base: str, args: argparse.Namespace) -> Any:
+    """The simulation of the subjects base set ``base`` still lacks (its folder,
+    seed ``--seed`` + the set's index, its shift; none when it has them all)."""
+    from deepmir.phantom.simulate import SimulationConfig
+
+    data = Path(args.out) / base / "bids"
+    have = _n_simulated(data)
+    if have >= args.n:
+        return None
+    return SimulationConfig(
+        out=data,
+        n_subjects=args.n - have,
+        first_index=have,
+        seed=args.seed + SETS.index(base),
+        preset="randomized",
+        shift="none" if base == "in-distribution" else base,
+    )
+
+
+def run_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Simulate (once) and score one set; ``in-distribution:swi`` and the like
     score the in-distribution subjects with only those modalities' files."""
-    from deepmir.phantom.simulate import SimulationConfig, simulate_dataset
+    from deepmir.phantom.simulate import simulate_dataset
 
     base, _, subset = name.partition(":")
     root = Path(args.out) / base
     data = root / "bids"
-    have = _n_simulated(data)
-    if have < args.n:  # a new set, or a smaller one of an earlier run extended
-        simulate_dataset(
-            SimulationConfig(
-                out=data,
-                n_subjects=args.n - have,
-                first_index=have,
-                seed=args.seed + index,
-                preset="randomized",
-                shift="none" if base == "in-distribution" else base,
-            ),
-            progress=False,
-        )
+    missing = _missing_subjects(base, args)
+    if missing is not None:  # a new set, or a smaller one of an earlier run extended
+        simulate_dataset(missing, progress=False)
     predictions = root / f"pred-{model_key(args.model)}"
     if subset:
         data = subset_dataset(data, SUBSETS[subset], root / f"bids-{subset}")
@@ -326,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     simulate_sets(args.sets, args)
     rows = []
     for name in args.sets:
-        rows.append(run_set(name, SETS.index(name.partition(":")[0]), args))
+        rows.append(run_set(name, args))
         r = rows[-1]
         if not r["served"]:
             print(f"{name:16s} not served: {r['reason']}", flush=True)

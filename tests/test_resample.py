@@ -100,6 +100,15 @@ def test_working_grid_keeps_the_axes_and_the_field_of_view():
     np.testing.assert_allclose(low, [-0.1, 0.0, 0.0], atol=1e-9)  # 9.8 mm -> 10 mm
 
 
+def _scipy_linear(x: np.ndarray, zoom, shift, shape) -> np.ndarray:
+    """The reference: scipy's trilinear interpolation in float64, edges repeated."""
+    from scipy import ndimage
+
+    return ndimage.affine_transform(
+        x.astype(np.float64), zoom, offset=shift, output_shape=shape, order=1, mode="nearest"
+    )
+
+
 @pytest.mark.parametrize(
     "affine",
     [ANISO, np.diag([0.7, 0.68, 1.0, 1.0]), np.diag([1.3, 0.95, 0.45, 1.0])],
@@ -108,41 +117,23 @@ def test_working_grid_keeps_the_axes_and_the_field_of_view():
 def test_linear_resampling_equals_scipys_affine_transform(affine):
     """The separable float32 interpolation gives scipy's trilinear values (edge
     values repeated), forward and back, for images, stacks and masks."""
-    from scipy import ndimage
-
     rng = np.random.default_rng(3)
-    shape = (23, 19, 11)
-    volume = rng.standard_normal(shape).astype(np.float32) * 3.0
-    grid = Resampler.of(affine, shape)
+    grid = Resampler.of(affine, (23, 19, 11))
     assert not grid.identity
-    for resample, zoom, shift, out_shape, source in (
-        (grid.forward, grid.zoom, grid.shift, grid.target_shape, volume),
-        (grid.backward, 1.0 / grid.zoom, -grid.shift / grid.zoom, grid.source_shape, None),
+    back = (1.0 / grid.zoom, -grid.shift / grid.zoom, grid.source_shape)
+    for resample, (zoom, shift, shape), source_shape in (
+        (grid.forward, (grid.zoom, grid.shift, grid.target_shape), grid.source_shape),
+        (grid.backward, back, grid.target_shape),
     ):
-        if source is None:
-            source = rng.standard_normal(grid.target_shape).astype(np.float32)
-        expected = ndimage.affine_transform(
-            source.astype(np.float64),
-            zoom,
-            offset=shift,
-            output_shape=out_shape,
-            order=1,
-            mode="nearest",
-        )
+        source = (3.0 * rng.standard_normal(source_shape)).astype(np.float32)
         got = resample(source, 1)
-        assert got.dtype == np.float32 and got.shape == out_shape
+        assert got.dtype == np.float32 and got.shape == shape
+        expected = _scipy_linear(source, zoom, shift, shape)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
         stack = resample(np.stack([source, 2 * source]), 1)
         np.testing.assert_allclose(stack[1], 2 * got, rtol=0, atol=1e-5)
         mask = source > 0.3
-        linear = ndimage.affine_transform(
-            mask.astype(np.float64),
-            zoom,
-            offset=shift,
-            output_shape=out_shape,
-            order=1,
-            mode="nearest",
-        )
+        linear = _scipy_linear(mask, zoom, shift, shape)
         # an exact tie (0.5 between an inside and an outside voxel) falls either
         # way in scipy too, by the rounding of its coordinates
         clear = np.abs(linear - 0.5) > 1e-6

@@ -34,8 +34,8 @@ SIGNAL_THRESHOLD = 1e-6
 Box = tuple[slice, slice, slice]
 
 # .nii.gz is read with ISA-L's gzip (python-isal) where it is installed: the
-# same format and checks (CRC32, length) as the standard library's, about twice
-# as fast to decompress; the standard library's otherwise
+# same format and checks (CRC32, length) as the standard library's, faster to
+# decompress (make bench-predict times the whole step); the standard library's otherwise
 _gzip: types.ModuleType = gzip
 _GZIP_ERRORS: tuple[type[Exception], ...] = (gzip.BadGzipFile, zlib.error, EOFError)
 try:
