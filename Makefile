@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.9.1 tune-v0.5.2 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.8.2 calibrate-v0.9.1 tune-v0.5.2 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -303,8 +303,20 @@ calibrate-v0.8.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/datas
 	test -f $(V08_MODEL)/config.json || $(MAKE) train-v0.8
 	mkdir -p $(V081_MODEL)
 	cp $(V08_MODEL)/model.safetensors $(V08_MODEL)/config.json $(V081_MODEL)/
-	$(BIN)/deepmir calibrate --model $(V081_MODEL) $(TUNE_120) \
+	$(BIN)/deepmir calibrate --model $(V081_MODEL) $(TUNE_120) --no-subsets \
 		--out $(V081_MODEL)/calibration
+
+# v0.8.2: v0.8.1 plus one calibration per served input subset (SWI + QSM,
+# T2w + SWI, SWI alone), fitted on the same 120 subjects predicted with the
+# absent modalities zeroed (benchmarks/results/rule-v0.8.2.md)
+V082_MODEL ?= build/models/v0.8.2
+
+calibrate-v0.8.2: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
+	test -f $(V08_MODEL)/config.json || $(MAKE) train-v0.8
+	mkdir -p $(V082_MODEL)
+	cp $(V08_MODEL)/model.safetensors $(V08_MODEL)/config.json $(V082_MODEL)/
+	$(BIN)/deepmir calibrate --model $(V082_MODEL) $(TUNE_120) \
+		--out $(V082_MODEL)/calibration
 
 # v0.9.1: v0.9's weights and post-processing (the committed
 # benchmarks/results/models/v0.9: GPU training is not bit-reproducible), the
@@ -316,7 +328,7 @@ V091_MODEL ?= build/models/v0.9.1
 calibrate-v0.9.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
 	mkdir -p $(V091_MODEL)
 	cp benchmarks/results/models/v0.9/model.safetensors benchmarks/results/models/v0.9/config.json $(V091_MODEL)/
-	$(BIN)/deepmir calibrate --model $(V091_MODEL) $(TUNE_120) \
+	$(BIN)/deepmir calibrate --model $(V091_MODEL) $(TUNE_120) --no-subsets \
 		--out $(V091_MODEL)/calibration
 
 # v0.5.2 (an experiment, not shipped): v0.5's weights, post-processing tuned

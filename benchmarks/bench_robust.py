@@ -53,6 +53,9 @@ SUBSETS = {
 }
 
 
+MODALITIES = frozenset(("t2w", "swi", "qsm"))
+
+
 def simulate_sets(names: list[str], args: argparse.Namespace) -> None:
     """Simulate the missing subjects of the base sets of ``names``, ``args.jobs``
     sets at a time, each by a single-threaded ``deepmir simulate`` process
@@ -363,6 +366,20 @@ def main(argv: list[str] | None = None) -> int:
             f"ECE held-out sets pooled, {c}: {e['ece']} calibrated, {e['ece_raw_score']} "
             f"raw score ({e['n_lesions']} lesions, {e['n_real']} real)"
         )
+    # inputs lacking a modality (the model's calibration per input subset)
+    fewer = [
+        r
+        for r in rows
+        if r["served"]
+        and set(SUBSETS.get(r["set"].partition(":")[2], MODALITIES)) - {"mask"} < MODALITIES
+    ]
+    by_subset = _eces(_pooled(fewer)) if fewer else {}
+    for c, e in by_subset.items():
+        print(
+            f"ECE fewer-modality rows pooled ({', '.join(r['set'] for r in fewer)}), {c}: "
+            f"{e['ece']} calibrated, {e['ece_raw_score']} raw score ({e['n_lesions']} lesions, "
+            f"{e['n_real']} real)"
+        )
     command = "python benchmarks/bench_robust.py " + " ".join(sys.argv[1:])
     print(f"reproduce: {command}")
     if args.json:
@@ -376,7 +393,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         for r in rows:
             r.pop("_outcomes", None)
-        result = {"command": command, "rows": rows, "held_out_calibration": pooled}
+        result = {
+            "command": command,
+            "rows": rows,
+            "held_out_calibration": pooled,
+            "fewer_modalities_calibration": by_subset,
+        }
         args.json.write_text(json.dumps(result, indent=1))
     return 0
 

@@ -74,6 +74,7 @@ def test_calibration_round_trips_through_the_model_folder(tmp_path):
             3: ClassCalibration((0.0, 1.0), (0.2, 0.2), "platt", 4, 0, 0.5, 0.2),
         },
         {"data": "somewhere"},
+        {"swi": {1: ClassCalibration((0.0, 1.0), (0.3, 0.6), "platt", 7, 3, 0.3, 0.1)}},
     )
     card = ModelCard(TinyNetworkConfig(), Normalization(("swi",)), (32, 32, 32), 0)
     card.calibration = calibration
@@ -84,6 +85,11 @@ def test_calibration_round_trips_through_the_model_folder(tmp_path):
     np.testing.assert_allclose(
         loaded.calibration.apply([1, 2, 3], [0.35, 0.35, 0.9]), [0.25, 0.35, 0.2]
     )
+    # SWI alone: the subset's map (a class it lacks keeps its raw score); any
+    # other inputs: the full-input maps
+    swi = loaded.calibration.for_inputs(["swi"])
+    np.testing.assert_allclose(swi.apply([1, 3], [0.5, 0.9]), [0.45, 0.9])
+    assert loaded.calibration.for_inputs(["swi", "qsm"]) is loaded.calibration
 
 
 def test_lesion_outcomes_follow_the_evaluation_matching():

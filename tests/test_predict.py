@@ -320,6 +320,90 @@ def test_calibrated_probability_and_raw_score(simulated_dataset, tiny_model, pre
     assert n > 0
 
 
+def _with_optional(tiny_model: Path, out: Path, optional: tuple[str, ...]):
+    """A copy of the tiny model that declares ``optional`` modalities (their
+    channels enter as zeros when a subject lacks them); (net, card)."""
+    from deepmir.model.checkpoint import load_model
+
+    shutil.copytree(tiny_model, out)
+    net, card = load_model(out)
+    card.optional_modalities = optional
+    save_model(out, net, card)
+    return net, card
+
+
+def test_predict_applies_the_calibration_of_the_subjects_inputs(
+    simulated_dataset, tiny_model, tmp_path
+):
+    from deepmir.inference.calibration import Calibration, ClassCalibration
+
+    model = tmp_path / "m"
+    net, card = _with_optional(tiny_model, model, ("t2w",))
+
+    def constant(p: float) -> dict[int, ClassCalibration]:
+        return dict.fromkeys((1, 2, 3), ClassCalibration((0.0, 1.0), (p, p), "platt"))
+
+    card.calibration = Calibration(constant(0.2), {}, {"qsm+swi": constant(0.7)})
+    save_model(model, net, card)
+    data = tmp_path / "bids"
+    shutil.copytree(simulated_dataset, data)
+    without_t2w = SubjectRef("01")
+    without_t2w.modality_path(data, "t2w").unlink()
+    out = tmp_path / "pred"
+    outcome = predict_dataset(data, out, model=model, progress=False)
+    assert not outcome.failed, outcome.failed
+    for ref in find_subjects(data):
+        rows = _lesion_rows(output_paths(out, ref)["lesions"])
+        assert rows, f"{ref}: the tiny model should find lesions"
+        expected = 0.7 if ref == without_t2w else 0.2
+        assert {float(r["probability"]) for r in rows} == {expected}
+    report = output_paths(out, without_t2w)["report"].read_text()
+    assert "fitted on qsm+swi inputs" in report
+    assert "fitted on" not in output_paths(out, SubjectRef("02"))["report"].read_text()
+
+
+def test_calibrate_fits_one_map_per_served_input_subset(simulated_dataset, tiny_model, tmp_path):
+    import json
+
+    from deepmir.model.checkpoint import load_model
+    from deepmir.training.calibrate import served_subsets
+
+    model = tmp_path / "m"
+    _, card = _with_optional(tiny_model, model, ("t2w", "qsm"))
+    assert served_subsets(card) == [("t2w",), ("qsm",), ("t2w", "qsm")]
+    args = ["calibrate", "--model", str(model), "--data", str(simulated_dataset)]
+    assert main([*args, "--out", str(tmp_path / "report")]) == 0
+    _, card = load_model(model)
+    assert card.calibration is not None
+    assert set(card.calibration.subsets) == {"qsm+swi", "swi+t2w", "swi"}
+    assert card.calibration.for_inputs(["swi"]).classes == card.calibration.subsets["swi"]
+    report = json.loads((tmp_path / "report" / "calibration.json").read_text())
+    assert set(report["subsets"]) == {"qsm+swi", "swi+t2w", "swi"}
+    assert report["subsets"]["swi"]["absent"] == ["t2w", "qsm"]
+    assert set(report["subsets"]["swi"]["held_out"]) == {"cmb", "iron", "calcification"}
+    # the full-input maps do not depend on the subsets fitted beside them
+    full_only = tmp_path / "full-only"
+    _with_optional(tiny_model, full_only, ("t2w", "qsm"))
+    assert (
+        main(
+            [
+                "calibrate",
+                "--model",
+                str(full_only),
+                "--data",
+                str(simulated_dataset),
+                "--no-subsets",
+                "--out",
+                str(tmp_path / "r2"),
+            ]
+        )
+        == 0
+    )
+    _, plain = load_model(full_only)
+    assert plain.calibration is not None and plain.calibration.subsets == {}
+    assert plain.calibration.classes == card.calibration.classes
+
+
 def test_calibrate_stores_the_map_not_new_weights(simulated_dataset, tiny_model, tmp_path):
     import json
 
@@ -334,6 +418,7 @@ def test_calibrate_stores_the_map_not_new_weights(simulated_dataset, tiny_model,
     assert card.weights_sha256 == before["weights_sha256"]
     assert card.calibration is not None and set(card.calibration.classes) == {1, 2, 3}
     assert card.calibration.info["subjects"] == ["sub-01", "sub-02"]
+    assert card.calibration.subsets == {}  # no optional modality: full inputs only
     report = json.loads((tmp_path / "report" / "calibration.json").read_text())
     assert len(report["held_out_subjects"]) == 1 and len(report["held_out_fit_subjects"]) == 1
     assert set(report["in_sample"]) == {"cmb", "iron", "calcification"}

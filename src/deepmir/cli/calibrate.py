@@ -31,6 +31,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(the stored map is then fitted on all); 0: none",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the hold-out split")
+    p.add_argument(
+        "--no-subsets",
+        dest="subsets",
+        action="store_false",
+        help="fit the full-input maps only (default: also one set of maps per input subset "
+        "the model serves, e.g. SWI alone, each subject predicted once per subset)",
+    )
     return p
 
 
@@ -46,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     out = args.out if args.out is not None else args.model / "calibration"
     try:
-        report = calibrate_model(args.model, args.data, out, args.holdout_fraction, args.seed)
+        report = calibrate_model(
+            args.model, args.data, out, args.holdout_fraction, args.seed, args.subsets
+        )
     except (SubjectDataError, ModelError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
@@ -70,6 +79,17 @@ def run(args: argparse.Namespace) -> int:
             cells += [held["n_lesions"], held["ece_before"], held["ece_after"]]
         table.add_row(*(cell(c) for c in cells))
     console.print(table)
+    for key, classes in sorted(report.calibration.subsets.items()):
+        figures = report.subsets[key]
+        rows = []
+        for label, cal in sorted(classes.items()):
+            name = LABELS[label]
+            held = (figures["held_out"] or {}).get(name, {})
+            rows.append(
+                f"{name} {cal.method} (n {cal.n_lesions}, held-out ECE raw "
+                f"{cell(held.get('ece_before'))} -> {cell(held.get('ece_after'))})"
+            )
+        console.print(f"inputs {key}: " + "; ".join(rows), highlight=False)
     for label, cal in sorted(report.calibration.classes.items()):
         if cal.selection:
             scores = ", ".join(

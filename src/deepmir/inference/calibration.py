@@ -45,6 +45,12 @@ class holds the knots, the method, the number of lesions and of real ones,
 and the expected calibration error before and after (on the fitting lesions:
 optimistic; ``deepmir calibrate`` also reports it on held-out subjects).
 
+A model with optional modalities also stores one set of maps per served
+input subset (:attr:`Calibration.subsets`), fitted the same way on the same
+subjects predicted with the absent modalities' channels zeroed, as predict
+feeds them; predict applies the maps of the subject's inputs
+(:meth:`Calibration.for_inputs`).
+
 Also here: the expected calibration error (:func:`expected_calibration_error`,
 10 equal-width bins weighted by count) and the reliability diagram
 (:func:`reliability_figure`); both are a few lines of numpy (scikit-learn,
@@ -55,6 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -136,13 +143,32 @@ class ClassCalibration:
 IDENTITY = ClassCalibration(x=(0.0, 1.0), y=(0.0, 1.0), method="identity")
 
 
+def inputs_key(modalities: Iterable[str]) -> str:
+    """The name of an input subset: its modalities, sorted, joined by ``+``."""
+    return "+".join(sorted(set(modalities)))
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """Per lesion class (label index) its map; a class without one keeps its raw score."""
+    """Per lesion class (label index) its map; a class without one keeps its raw score.
+
+    ``classes`` are the maps of full inputs (every modality of the model);
+    ``subsets`` (optional) the maps of inputs lacking some optional
+    modalities, keyed by :func:`inputs_key` of the modalities present: a
+    model that serves SWI alone is less often right about an SWI-only lesion
+    than about one seen on T2w + SWI + QSM, and one map cannot say both.
+    """
 
     classes: dict[int, ClassCalibration]
     #: where it was fitted (data, subjects) and held-out figures
     info: dict[str, Any] = field(default_factory=dict)
+    subsets: dict[str, dict[int, ClassCalibration]] = field(default_factory=dict)
+
+    def for_inputs(self, present: Iterable[str]) -> Calibration:
+        """The calibration of a subject whose model inputs are ``present``: the
+        subset's maps when fitted, else the full-input maps."""
+        classes = self.subsets.get(inputs_key(present))
+        return self if classes is None else Calibration(classes, self.info)
 
     def apply(self, labels: npt.ArrayLike, scores: npt.ArrayLike) -> FloatArray:
         """Calibrated probability of lesions of classes ``labels`` with raw ``scores``."""
@@ -155,17 +181,29 @@ class Calibration:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        def named(classes: dict[int, ClassCalibration]) -> dict[str, Any]:
+            return {LESION_CLASSES[k]: c.to_dict() for k, c in sorted(classes.items())}
+
         return {
-            "classes": {LESION_CLASSES[k]: c.to_dict() for k, c in sorted(self.classes.items())},
+            "classes": named(self.classes),
+            **(
+                {"subsets": {k: named(v) for k, v in sorted(self.subsets.items())}}
+                if self.subsets
+                else {}
+            ),
             **self.info,
         }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Calibration:
-        classes = {
-            NAME_TO_INDEX[name]: ClassCalibration.from_dict(c) for name, c in d["classes"].items()
-        }
-        return Calibration(classes, {k: v for k, v in d.items() if k != "classes"})
+        def parsed(classes: dict[str, Any]) -> dict[int, ClassCalibration]:
+            return {NAME_TO_INDEX[n]: ClassCalibration.from_dict(c) for n, c in classes.items()}
+
+        return Calibration(
+            parsed(d["classes"]),
+            {k: v for k, v in d.items() if k not in ("classes", "subsets")},
+            {k: parsed(v) for k, v in (d.get("subsets") or {}).items()},
+        )
 
 
 def expected_calibration_error(

@@ -231,6 +231,9 @@ class SubjectPrediction:
     derived_mask: npt.NDArray[np.bool_] | None = None
     #: "file", or how the mask was derived (:func:`derive_brain_mask`)
     mask_method: str = "file"
+    #: the lesion-probability calibration applied: the model's maps for the
+    #: subject's inputs (:meth:`Calibration.for_inputs`); None: raw scores
+    calibration: Calibration | None = None
 
     @property
     def brain_mask(self) -> npt.NDArray[np.bool_]:
@@ -317,6 +320,7 @@ def predict_subject(
     absent = [m for m in card.modalities if m not in present]
     # the crop is the brain box plus the margin: the network sees all of it
     image = normalize(present, mask, card.normalization, absent=absent)
+    calibration = None if card.calibration is None else card.calibration.for_inputs(present)
     swi = images.get("swi")  # the SWI-structure limit of the post-processing measures it
     del images, present
     probabilities = predict_probabilities(model.net, image, card.patch_size)
@@ -341,7 +345,7 @@ def predict_subject(
             subject.crop_affine,
             subject.images.get("qsm"),
             working,
-            card.calibration,
+            calibration,
             subject.origin,
         ),
         subject=subject,
@@ -353,6 +357,7 @@ def predict_subject(
         model=model_record(model),
         derived_mask=derived,
         mask_method=mask_method,
+        calibration=calibration,
     )
 
 

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from deepmir import __version__
+from deepmir.inference.calibration import inputs_key
 from deepmir.inference.lesions import PostProcessing
 from deepmir.inference.predict import SubjectPrediction
 from deepmir.labels import LESION_CLASSES
@@ -31,12 +32,19 @@ def report_data(
     crop_to_input[:3, 3] = subject.origin
     # RAS crop voxel -> crop voxel (the inverse of the reorientation) -> input voxel
     ras_to_crop = np.linalg.solve(subject.crop_affine, orient.ras_affine)
+    used = prediction.calibration  # the maps of this subject's inputs
+    inputs = inputs_key(m for m in card.modalities if m in subject.images)
+    fitted_on = (
+        f", fitted on {inputs} inputs"
+        if used is not None and card.calibration is not None and used is not card.calibration
+        else ""
+    )
     calibration = (
         {}
-        if card.calibration is None
+        if used is None
         else {
-            LESION_CLASSES[k]: f"{c.method} ({c.n_lesions} lesions)"
-            for k, c in sorted(card.calibration.classes.items())
+            LESION_CLASSES[k]: f"{c.method} ({c.n_lesions} lesions{fitted_on})"
+            for k, c in sorted(used.classes.items())
         }
     )
     model = prediction.model

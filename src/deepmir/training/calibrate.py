@@ -16,22 +16,27 @@ their sha256, are unchanged.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from deepmir.inference.calibration import (
     MIN_ISOTONIC,
     SELECTION_FOLDS,
     SELECTION_MARGIN,
     Calibration,
+    ClassCalibration,
     LesionOutcomes,
     calibration_errors,
     fit_selected,
+    inputs_key,
     lesion_outcomes,
     reliability_figure,
 )
@@ -65,6 +70,8 @@ class CalibrationReport:
     held_out: dict[str, dict[str, Any]] | None
     fit_subjects: list[str]
     held_out_subjects: list[str]
+    #: per served input subset (inputs_key): {"in_sample": ..., "held_out": ...} as above
+    subsets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,8 +79,33 @@ class CalibrationReport:
             "held_out": self.held_out,
             "held_out_fit_subjects": self.fit_subjects,
             "held_out_subjects": self.held_out_subjects,
+            **({"subsets": self.subsets} if self.subsets else {}),
             "calibration": self.calibration.to_dict(),
         }
+
+
+def served_subsets(card: ModelCard) -> list[tuple[str, ...]]:
+    """The model's input subsets other than the full one: every non-empty
+    combination of its optional modalities left out, as ``absent`` tuples
+    (fewest absent first)."""
+    optional = [m for m in card.modalities if m in card.optional_modalities]
+    return [
+        absent
+        for k in range(1, len(optional) + 1)
+        for absent in itertools.combinations(optional, k)
+        if any(m not in absent for m in card.modalities)
+    ]
+
+
+def without(subject: TrainingSubject, absent: Sequence[str], card: ModelCard) -> TrainingSubject:
+    """The subject as predict feeds it when ``absent`` modalities are missing:
+    their channels zero (:func:`deepmir.model.preprocess.normalize`)."""
+    if not absent:
+        return subject
+    image = subject.image.copy()
+    for modality in absent:
+        image[list(card.normalization.channel_indices(modality))] = 0.0
+    return dataclasses.replace(subject, image=image)
 
 
 def subject_outcomes(
@@ -108,49 +140,95 @@ def calibrate_model(
     out: str | Path | None = None,
     holdout_fraction: float = 0.5,
     seed: int = 0,
+    subsets: bool = True,
 ) -> CalibrationReport:
     """Fit, store in the model's config.json, and (with ``out``) write
-    ``calibration.json`` and ``reliability.png`` (plus ``reliability_held_out.png``)."""
+    ``calibration.json`` and ``reliability.png`` (plus ``reliability_held_out.png``).
+
+    ``subsets``: also fit the maps of every served input subset
+    (:func:`served_subsets`; each subject is then predicted once per subset)."""
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}")
     net, card = load_model(model_dir)
-    outcomes = {  # one subject in memory at a time, cropped to the brain as in training
-        str(r.ref): subject_outcomes(net, prepare(r, card.normalization, CROP_MARGIN), card)
-        for r in iter_pooled(data, card.modalities, card.working_spacing_mm, CROP_MARGIN)
-    }
-    names = list(outcomes)
+    variants: list[tuple[str, ...]] = [(), *(served_subsets(card) if subsets else [])]
+    outcomes: dict[tuple[str, ...], dict[str, LesionOutcomes]] = {v: {} for v in variants}
+    pooled_subjects = iter_pooled(data, card.modalities, card.working_spacing_mm, CROP_MARGIN)
+    bar = tqdm(pooled_subjects, desc="calibrate", unit="subject", disable=None)
+    for r in bar:  # one subject in memory at a time, cropped to the brain as in training
+        subject = prepare(r, card.normalization, CROP_MARGIN)
+        for absent in variants:
+            outcomes[absent][str(r.ref)] = subject_outcomes(
+                net, without(subject, absent, card), card
+            )
+    bar.close()
+    names = list(outcomes[()])
     fit_names, held_names = split_holdout(names, holdout_fraction, seed)
 
-    def pooled(selected: list[str]) -> LesionOutcomes:
-        return LesionOutcomes.concatenate([outcomes[n] for n in selected])
+    def pooled(variant: tuple[str, ...], selected: list[str]) -> LesionOutcomes:
+        return LesionOutcomes.concatenate([outcomes[variant][n] for n in selected])
 
-    held_out = None
-    held_fit: Calibration | None = None
-    if held_names:  # the whole procedure, selection included, on the fit part only
-        held_fit = fit_selected([outcomes[n] for n in fit_names], seed=seed)
-        held_out = calibration_errors(pooled(held_names), held_fit)
-    everything = pooled(names)
-    calibration = fit_selected(
-        [outcomes[n] for n in names],
+    def fitted(
+        variant: tuple[str, ...], info: dict[str, Any] | None = None
+    ) -> tuple[Calibration, Calibration | None, dict[str, dict[str, Any]] | None]:
+        """Maps fitted on every subject; on the fit part; their held-out errors."""
+        held_fit = held_out = None
+        if held_names:  # the whole procedure, selection included, on the fit part only
+            held_fit = fit_selected([outcomes[variant][n] for n in fit_names], seed=seed)
+            held_out = calibration_errors(pooled(variant, held_names), held_fit)
+        every = fit_selected([outcomes[variant][n] for n in names], info, seed=seed)
+        return every, held_fit, held_out
+
+    full, held_fit, held_out = fitted(
+        (),
         {
             "methods": METHODS_NOTE,
             "data": folder_record(data),
             "subjects": names,
             "post_processing": card.post.to_dict(),
-            "held_out": None
-            if held_out is None
-            else {"fit_subjects": fit_names, "subjects": held_names, "classes": held_out},
         },
-        seed=seed,
     )
+    subset_report: dict[str, dict[str, Any]] = {}
+    subset_maps: dict[str, dict[int, ClassCalibration]] = {}
+    for absent in variants[1:]:
+        key = inputs_key(m for m in card.modalities if m not in absent)
+        every, _, subset_held = fitted(absent)
+        subset_maps[key] = every.classes
+        subset_report[key] = {
+            "absent": list(absent),
+            "in_sample": calibration_errors(pooled(absent, names), every),
+            "held_out": subset_held,
+        }
+    info = dict(full.info)
+    info["held_out"] = (
+        None
+        if held_out is None
+        else {
+            "fit_subjects": fit_names,
+            "subjects": held_names,
+            "classes": held_out,
+            **(
+                {"subsets": {k: v["held_out"] for k, v in subset_report.items()}}
+                if subset_report
+                else {}
+            ),
+        }
+    )
+    if subset_maps:
+        info["subsets_note"] = (
+            "subsets: the maps of inputs lacking optional modalities (key: the modalities "
+            "present), fitted on the same subjects predicted with the absent modalities' "
+            "channels zero, as predict feeds them"
+        )
+    calibration = Calibration(full.classes, info, subset_maps)
     card.calibration = calibration
     save_model(model_dir, net, card)
     report = CalibrationReport(
         calibration=calibration,
-        in_sample=calibration_errors(everything, calibration),
+        in_sample=calibration_errors(pooled((), names), calibration),
         held_out=held_out,
         fit_subjects=fit_names if held_names else [],
         held_out_subjects=held_names,
+        subsets=subset_report,
     )
     if out is not None:
         from deepmir.evaluation.plots import save_png
@@ -160,7 +238,7 @@ def calibrate_model(
         write_json(out / "calibration.json", report.to_dict())
         save_png(
             reliability_figure(
-                everything,
+                pooled((), names),
                 calibration,
                 f"Lesion probability reliability, {len(names)} subjects "
                 "(calibrated: fitted on these lesions, optimistic)",
@@ -170,7 +248,7 @@ def calibrate_model(
         if held_names:
             save_png(
                 reliability_figure(
-                    pooled(held_names),
+                    pooled((), held_names),
                     held_fit,
                     f"Held-out subjects ({len(held_names)}), map fitted on the other "
                     f"{len(fit_names)}",
