@@ -243,6 +243,25 @@ def test_pooled_cohorts_are_read_together_and_a_repeated_subject_is_refused(simu
     ]
 
 
+def test_an_interrupted_simulation_is_refused_not_trained_on(simulated_dataset, tmp_path):
+    """simulate describes the cohort first: a run stopped half-way leaves fewer
+    subjects than dataset_description.json records; reading it says so."""
+    import shutil
+
+    from deepmir.cli import main
+    from deepmir.io.loader import SubjectDataError
+    from deepmir.training.data import read_annotated
+
+    data = tmp_path / "cut"
+    shutil.copytree(simulated_dataset, data)
+    shutil.rmtree(data / "sub-02")
+    with pytest.raises(SubjectDataError, match="records 2 simulated subjects, 1 found") as info:
+        read_annotated(data, ("swi",), spacing_mm=2.0)
+    assert str(data) in str(info.value)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m")]) == 2
+    assert not list((tmp_path / "m").glob("*"))  # checked writable, nothing written
+
+
 def test_lesion_size_weights_lift_small_lesions_to_the_floor():
     from deepmir.training.loss import lesion_size_weights
 

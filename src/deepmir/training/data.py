@@ -155,6 +155,29 @@ def folder_record(data: str | Path | Sequence[str | Path]) -> str | list[str]:
     return paths[0] if len(paths) == 1 else paths
 
 
+def interrupted_cohort(data: Path) -> str | None:
+    """Why a phantom cohort folder is incomplete, or None: ``deepmir simulate``
+    describes the cohort before writing its subjects, so an interrupted run
+    leaves fewer subject folders than its ``dataset_description.json`` records
+    (and a Makefile target stamped on that file would train on them silently).
+    Folders without a simulation record (user data) are not checked."""
+    import json
+
+    try:
+        record = json.loads((data / "dataset_description.json").read_text())["deepmir_simulation"]
+        expected = int(record["n_subjects"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    found = len(find_subjects(data))
+    if found >= expected:
+        return None
+    return (
+        f"an incomplete phantom cohort: dataset_description.json records {expected} "
+        f"simulated subjects, {found} found (an interrupted deepmir simulate?); simulate "
+        "it again with --overwrite, or continue it with its seed and --first-index"
+    )
+
+
 def iter_annotated(
     data: str | Path,
     modalities: tuple[str, ...],
@@ -188,7 +211,7 @@ def iter_annotated(
     cohorts.
     """
     data = Path(data)
-    problem = dataset_problem(data)
+    problem = dataset_problem(data) or interrupted_cohort(data)
     if problem:
         raise SubjectDataError(data, problem)
     rng = np.random.default_rng([seed, MASK_JITTER_STREAM])
