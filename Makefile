@@ -75,10 +75,11 @@ $(V01_MODEL)/config.json: $(TRAIN_DATA)/dataset_description.json $(TUNE_DATA)/da
 
 train-v0.1: $(V01_MODEL)/config.json
 
-# the shipped model: v0.8.1 (v0.8's weights and post-processing, below, the
-# calibration refitted on 120 subjects), copied into the package
-train-default: calibrate-v0.8.1
-	cp $(V081_MODEL)/model.safetensors $(V081_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
+# the shipped model: v0.8.2 (v0.8's weights and post-processing, below, the
+# calibration refitted on 120 subjects, one set of maps per input subset),
+# copied into the package
+train-default: calibrate-v0.8.2
+	cp $(V082_MODEL)/model.safetensors $(V082_MODEL)/config.json $(MODELS)/t2w-swi-qsm/
 
 cv: $(TRAIN_DATA)/dataset_description.json
 	$(BIN)/deepmir cv --data $(TRAIN_DATA) --folds 4 --out build/cv --iterations $(TRAIN_ITERATIONS)
