@@ -233,15 +233,23 @@ MAX_ELONGATIONS = (np.inf, 3.0, 2.5, 2.0)
 
 
 def tune_post_processing(
-    net: torch.nn.Module, subjects: list[TrainingSubject], config: TrainConfig
+    net: torch.nn.Module,
+    subjects: list[TrainingSubject],
+    config: TrainConfig,
+    progress: bool = False,
 ) -> tuple[PostProcessing, float]:
     """Foreground threshold, then per class the minimum lesion size and mean
     probability, then per class the maximum elongation, that maximize
     validation lesion F1 (grid search on the validation subjects'
-    probabilities, computed once; one class at a time)."""
-    probs = [predict_probabilities(net, s.image, config.patch_size) for s in subjects]
+    probabilities, computed once; one class at a time). ``progress``: bars
+    (on a terminal) for the predictions and the thresholds searched."""
+    bar = not progress or None
+    probs = [
+        predict_probabilities(net, s.image, config.patch_size)
+        for s in tqdm(subjects, desc="tune: predict", unit="subject", disable=bar)
+    ]
     best, best_f1 = config.post, -1.0
-    for threshold in THRESHOLDS:
+    for threshold in tqdm(THRESHOLDS, desc="tune: search", unit="threshold", disable=bar):
         pairs = zip(probs, subjects, strict=True)
         depth = max(best.min_depth_mm)
         candidates = [
@@ -666,7 +674,7 @@ def retune_model(
         patch_size=card.patch_size,
         post=card.post,
     )
-    post, f1 = tune_post_processing(net, subjects, config)
+    post, f1 = tune_post_processing(net, subjects, config, progress=True)
     card.post = post
     card.training["post_processing_tuned_on"] = {
         "data": folder_record(data),
