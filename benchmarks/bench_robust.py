@@ -53,7 +53,10 @@ SUBSETS = {
 }
 
 
-MODALITIES = frozenset(("t2w", "swi", "qsm"))
+#: the subsets lacking a modality (the model's calibration per input subset)
+FEWER_MODALITIES = tuple(
+    k for k, keep in SUBSETS.items() if set(keep) - {"mask"} < {"t2w", "swi", "qsm"}
+)
 
 
 def simulate_sets(names: list[str], args: argparse.Namespace) -> None:
@@ -366,13 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             f"ECE held-out sets pooled, {c}: {e['ece']} calibrated, {e['ece_raw_score']} "
             f"raw score ({e['n_lesions']} lesions, {e['n_real']} real)"
         )
-    # inputs lacking a modality (the model's calibration per input subset)
-    fewer = [
-        r
-        for r in rows
-        if r["served"]
-        and set(SUBSETS.get(r["set"].partition(":")[2], MODALITIES)) - {"mask"} < MODALITIES
-    ]
+    fewer = [r for r in rows if r["served"] and r["set"].partition(":")[2] in FEWER_MODALITIES]
     by_subset = _eces(_pooled(fewer)) if fewer else {}
     for c, e in by_subset.items():
         print(

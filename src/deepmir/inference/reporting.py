@@ -34,11 +34,8 @@ def report_data(
     ras_to_crop = np.linalg.solve(subject.crop_affine, orient.ras_affine)
     used = prediction.calibration  # the maps of this subject's inputs
     inputs = inputs_key(m for m in card.modalities if m in subject.images)
-    fitted_on = (
-        f", fitted on {inputs} inputs"
-        if used is not None and card.calibration is not None and used is not card.calibration
-        else ""
-    )
+    subset = card.calibration is not None and inputs in card.calibration.subsets
+    fitted_on = f", fitted on {inputs} inputs" if subset else ""
     calibration = (
         {}
         if used is None

@@ -274,6 +274,19 @@ class SubjectRef:
         return self.prefix
 
 
+def simulation_record(root: Path) -> dict[str, object] | None:
+    """The ``deepmir_simulation`` record of a phantom cohort folder (its
+    ``dataset_description.json``, written by ``deepmir simulate``), else None."""
+    try:
+        description = json.loads((root / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(description, dict):
+        return None
+    record = description.get("deepmir_simulation")
+    return record if isinstance(record, dict) else None
+
+
 def dataset_problem(root: str | Path) -> str | None:
     """What makes ``root`` unusable as a BIDS dataset folder, or None."""
     root = Path(root)

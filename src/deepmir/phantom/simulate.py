@@ -10,7 +10,6 @@ written too (:func:`write_raw_gre`), to test ``deepmir predict`` on raw GRE.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from deepmir.io.atomic import (
     write_nifti,
     write_text,
 )
-from deepmir.io.bids import SubjectRef
+from deepmir.io.bids import SubjectRef, simulation_record
 from deepmir.io.bids_meta import (
     BIDS_VERSION,
     RAW_IGNORE,
@@ -408,18 +407,6 @@ def simulate_dataset(config: SimulationConfig, progress: bool = True) -> pd.Data
     return counts
 
 
-def _cohort_description(root: Path) -> dict[str, object] | None:
-    """The ``deepmir_simulation`` record of a phantom cohort folder, else None."""
-    try:
-        description = json.loads((root / "dataset_description.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(description, dict):
-        return None
-    record = description.get("deepmir_simulation")
-    return record if isinstance(record, dict) else None
-
-
 def _extends(record: dict[str, object], config: SimulationConfig) -> bool:
     """Whether ``config`` adds subjects to the cohort ``record`` describes: same
     draw (seed, preset, shift, size), the same files (``raw_gre``), and its
@@ -457,7 +444,7 @@ def prepare_folder(config: SimulationConfig) -> tuple[Path, dict[str, object] | 
     if root.exists() and not root.is_dir():
         raise OutputError(root, "exists and is not a folder; choose a folder for the dataset")
     entries = sorted(root.iterdir()) if root.is_dir() else []
-    record = _cohort_description(root) if entries else None
+    record = simulation_record(root) if entries else None
     if entries and not config.overwrite:
         if record is not None and _extends(record, config):
             prepare_output_dir(root)

@@ -168,25 +168,17 @@ def calibrate_model(
         return LesionOutcomes.concatenate([outcomes[variant][n] for n in selected])
 
     def fitted(
-        variant: tuple[str, ...], info: dict[str, Any] | None = None
+        variant: tuple[str, ...],
     ) -> tuple[Calibration, Calibration | None, dict[str, dict[str, Any]] | None]:
         """Maps fitted on every subject; on the fit part; their held-out errors."""
         held_fit = held_out = None
         if held_names:  # the whole procedure, selection included, on the fit part only
             held_fit = fit_selected([outcomes[variant][n] for n in fit_names], seed=seed)
             held_out = calibration_errors(pooled(variant, held_names), held_fit)
-        every = fit_selected([outcomes[variant][n] for n in names], info, seed=seed)
+        every = fit_selected([outcomes[variant][n] for n in names], seed=seed)
         return every, held_fit, held_out
 
-    full, held_fit, held_out = fitted(
-        (),
-        {
-            "methods": METHODS_NOTE,
-            "data": folder_record(data),
-            "subjects": names,
-            "post_processing": card.post.to_dict(),
-        },
-    )
+    full, held_fit, held_out = fitted(())
     subset_report: dict[str, dict[str, Any]] = {}
     subset_maps: dict[str, dict[int, ClassCalibration]] = {}
     for absent in variants[1:]:
@@ -198,7 +190,12 @@ def calibrate_model(
             "in_sample": calibration_errors(pooled(absent, names), every),
             "held_out": subset_held,
         }
-    info = dict(full.info)
+    info: dict[str, Any] = {
+        "methods": METHODS_NOTE,
+        "data": folder_record(data),
+        "subjects": names,
+        "post_processing": card.post.to_dict(),
+    }
     info["held_out"] = (
         None
         if held_out is None

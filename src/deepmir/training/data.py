@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from deepmir.inference.orientation import Reorientation
 from deepmir.inference.resample import WORKING_SPACING_MM, Resampler, instances_forward
-from deepmir.io.bids import SubjectRef, dataset_problem, find_subjects
+from deepmir.io.bids import SubjectRef, dataset_problem, find_subjects, simulation_record
 from deepmir.io.loader import Subject, SubjectDataError, load_subject, read_nifti
 from deepmir.model.preprocess import (
     Normalization,
@@ -155,25 +155,19 @@ def folder_record(data: str | Path | Sequence[str | Path]) -> str | list[str]:
     return paths[0] if len(paths) == 1 else paths
 
 
-def interrupted_cohort(data: Path) -> str | None:
-    """Why a phantom cohort folder is incomplete, or None: ``deepmir simulate``
-    describes the cohort before writing its subjects, so an interrupted run
-    leaves fewer subject folders than its ``dataset_description.json`` records
-    (and a Makefile target stamped on that file would train on them silently).
-    Folders without a simulation record (user data) are not checked."""
-    import json
-
-    try:
-        record = json.loads((data / "dataset_description.json").read_text())["deepmir_simulation"]
-        expected = int(record["n_subjects"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    found = len(find_subjects(data))
-    if found >= expected:
+def interrupted_cohort(data: Path, n_found: int) -> str | None:
+    """Why a phantom cohort folder with ``n_found`` subjects is incomplete, or
+    None: ``deepmir simulate`` describes the cohort before writing its
+    subjects, so an interrupted run leaves fewer subject folders than its
+    ``dataset_description.json`` records (and a Makefile target stamped on
+    that file would train on them silently). Folders without a simulation
+    record (user data) are not checked."""
+    expected = (simulation_record(data) or {}).get("n_subjects")
+    if not isinstance(expected, int) or n_found >= expected:
         return None
     return (
         f"an incomplete phantom cohort: dataset_description.json records {expected} "
-        f"simulated subjects, {found} found (an interrupted deepmir simulate?); simulate "
+        f"simulated subjects, {n_found} found (an interrupted deepmir simulate?); simulate "
         "it again with --overwrite, or continue it with its seed and --first-index"
     )
 
@@ -211,12 +205,14 @@ def iter_annotated(
     cohorts.
     """
     data = Path(data)
-    problem = dataset_problem(data) or interrupted_cohort(data)
+    problem = dataset_problem(data)
+    refs = [] if problem else find_subjects(data)
+    problem = problem or interrupted_cohort(data, len(refs))
     if problem:
         raise SubjectDataError(data, problem)
     rng = np.random.default_rng([seed, MASK_JITTER_STREAM])
     label_root = data / REFERENCE if reference is None else Path(reference)
-    for ref in find_subjects(data):
+    for ref in refs:
         anat = ref.anat_dir(label_root)
         dseg_path = anat / f"{ref.prefix}_dseg.nii.gz"
         if reference is not None and not dseg_path.exists():
