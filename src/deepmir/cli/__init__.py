@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "predict": "predict",
     "tune": "tune",
     "calibrate": "calibrate",
+    "average": "average",
     "cv": "cv",
     "ablate": "ablate",
     "demo": "demo",
