@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.8.2 calibrate-v0.9.1 tune-v0.5.2 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.8.2 calibrate-v0.9.1 soup-v0.10 tune-v0.5.2 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -331,6 +331,19 @@ calibrate-v0.9.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/datas
 	cp benchmarks/results/models/v0.9/model.safetensors benchmarks/results/models/v0.9/config.json $(V091_MODEL)/
 	$(BIN)/deepmir calibrate --model $(V091_MODEL) $(TUNE_120) --no-subsets \
 		--out $(V091_MODEL)/calibration
+
+# v0.10: the uniform average of v0.8's and v0.9's weights (a model soup,
+# deepmir average; v0.9 was fine-tuned from v0.8), v0.8's post-processing, the
+# calibration fitted as v0.8.2's on the 120 seed-2001 subjects, one map per input
+# subset (benchmarks/results/rule-v0.10.md). SOUP_BASE holds v0.8's weights and
+# post-processing (the shipped v0.8.2 folder)
+V010_MODEL ?= build/models/v0.10
+SOUP_BASE ?= $(MODELS)/t2w-swi-qsm
+
+soup-v0.10: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
+	$(BIN)/deepmir average --model $(SOUP_BASE) --model benchmarks/results/models/v0.9 \
+		--out $(V010_MODEL)
+	$(BIN)/deepmir calibrate --model $(V010_MODEL) $(TUNE_120) --out $(V010_MODEL)/calibration
 
 # v0.5.2 (an experiment, not shipped): v0.5's weights, post-processing tuned
 # and calibration fitted on the 72 seed-2001 subjects plus the 24 raw-GRE-only

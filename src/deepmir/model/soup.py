@@ -45,11 +45,11 @@ def average_models(
     """Average the weights of ``model_dirs`` (uniformly, or by ``weights``, which
     are normalized to sum 1) into a new model folder ``out``.
 
-    The models must share the network, preprocessing, modalities (and the optional
-    ones), patch size and working grid (a clear :class:`ModelError` names the first that differs). The
-    new config keeps the first model's post-processing, records the sources, their
-    weights' sha256 and the mixing weights under ``training["soup"]``, and has no
-    calibration.
+    The models must share the network, preprocessing, modalities (and the
+    optional ones), patch size and working grid (a clear :class:`ModelError`
+    names the first that differs). The new config keeps the first model's
+    post-processing, records the sources, their weights' sha256 and the mixing
+    weights under ``training["soup"]``, and has no calibration.
 
     Raises
     ------
