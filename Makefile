@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.8.2 calibrate-v0.9.1 soup-v0.10 tune-v0.5.2 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.8.2 calibrate-v0.9.1 soup-v0.10 calibrate-v0.10.1 tune-v0.5.2 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -344,6 +344,18 @@ soup-v0.10: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_des
 	$(BIN)/deepmir average --model $(SOUP_BASE) --model benchmarks/results/models/v0.9 \
 		--out $(V010_MODEL)
 	$(BIN)/deepmir calibrate --model $(V010_MODEL) $(TUNE_120) --out $(V010_MODEL)/calibration
+
+# v0.10.1: v0.10's weights and post-processing, calibrated under drift (each of
+# the 120 subjects also predicted once with random blur, noise and QSM scale
+# error: deepmir calibrate --perturb 1; benchmarks/results/rule-v0.10.1.md)
+V0101_MODEL ?= build/models/v0.10.1
+
+calibrate-v0.10.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
+	test -f $(V010_MODEL)/config.json || $(MAKE) soup-v0.10
+	mkdir -p $(V0101_MODEL)
+	cp $(V010_MODEL)/model.safetensors $(V010_MODEL)/config.json $(V0101_MODEL)/
+	$(BIN)/deepmir calibrate --model $(V0101_MODEL) $(TUNE_120) --perturb 1 \
+		--out $(V0101_MODEL)/calibration
 
 # v0.5.2 (an experiment, not shipped): v0.5's weights, post-processing tuned
 # and calibration fitted on the 72 seed-2001 subjects plus the 24 raw-GRE-only

@@ -453,3 +453,77 @@ def test_predict_without_a_mask_writes_the_mask_it_used(simulated_dataset, tiny_
         "desc-brain_mask"
         in json.loads(output_paths(out, SubjectRef("02"))["dseg-json"].read_text())["BrainMask"]
     )
+
+
+def test_calibrate_with_perturbed_copies_fits_on_more_lesions_reproducibly(
+    simulated_dataset, tiny_model, tmp_path
+):
+    """--perturb K: each subject is also predicted K times with random blur, noise
+    and QSM scale; the maps are fitted on all those lesions, the reported errors are
+    on the clean ones, and the draws are recorded and repeat with the seed."""
+    import json
+
+    from deepmir.model.checkpoint import load_model
+
+    fitted = {}
+    for name in ("a", "b", "clean"):
+        model = tmp_path / name
+        shutil.copytree(tiny_model, model)
+        extra = [] if name == "clean" else ["--perturb", "2"]
+        args = ["calibrate", "--model", str(model), "--data", str(simulated_dataset), *extra]
+        assert main([*args, "--out", str(tmp_path / f"report-{name}")]) == 0
+        fitted[name] = load_model(model)[1].calibration
+    a, b, clean = fitted["a"], fitted["b"], fitted["clean"]
+    assert a is not None and b is not None and clean is not None
+    record = a.info["perturbations"]
+    assert record["copies_per_subject"] == 2 and set(record["draws"]) == {"sub-01", "sub-02"}
+    assert all(len(d) == 2 for d in record["draws"].values())
+    assert a.classes == b.classes and record == b.info["perturbations"]  # seeded
+    assert "perturbations" not in clean.info
+    report = json.loads((tmp_path / "report-a" / "calibration.json").read_text())
+    report_clean = json.loads((tmp_path / "report-clean" / "calibration.json").read_text())
+    assert report["in_sample"]["cmb"]["n_lesions"] == report_clean["in_sample"]["cmb"]["n_lesions"]
+    n_fit = sum(c.n_lesions for c in a.classes.values())
+    assert n_fit > sum(c.n_lesions for c in clean.classes.values())  # perturbed lesions too
+    assert (
+        main(
+            [
+                "calibrate",
+                "--model",
+                str(tmp_path / "a"),
+                "--data",
+                str(simulated_dataset),
+                "--perturb",
+                "-1",
+            ]
+        )
+        == 2
+    )
+
+
+def test_perturbation_scales_qsm_and_adds_noise_to_swi_only():
+    from deepmir.model.checkpoint import ModelCard
+    from deepmir.model.network import TinyNetworkConfig
+    from deepmir.model.preprocess import Normalization
+    from deepmir.training.calibrate import perturbed
+    from deepmir.training.data import TrainingSubject
+
+    norm = Normalization(("swi", "qsm"), qsm_scale_ppm=0.1)
+    shape = (24, 24, 24)
+    image = np.ones((len(norm.channels), *shape), np.float32)
+    subject = TrainingSubject(
+        "sub-1",
+        image,
+        np.zeros(shape, np.uint8),
+        np.zeros(shape, np.int16),
+        np.ones(shape, bool),
+        np.eye(4),
+    )
+    card = ModelCard(TinyNetworkConfig(), norm, (16, 16, 16), 0)
+    out, draw = perturbed(subject, card, np.random.default_rng(3))
+    assert subject.image.min() == 1.0 == subject.image.max()  # the input is not touched
+    for c in norm.channel_indices("qsm"):  # a constant image: blur changes nothing
+        np.testing.assert_allclose(out.image[c], draw["qsm_scale"], rtol=1e-5)
+    swi = out.image[norm.channel_indices("swi")[0]]
+    assert abs(float(swi.std()) - draw["noise_sd"]) < 0.05 * draw["noise_sd"] + 1e-3
+    assert 0.75 <= draw["qsm_scale"] <= 1.33 and draw["noise_sd"] > 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from deepmir.cli.arguments import add_pooled_data
+from deepmir.cli.arguments import add_pooled_data, int_at_least
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -30,7 +30,20 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="share of subjects held out to measure the calibration error honestly "
         "(the stored map is then fitted on all); 0: none",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the hold-out split")
+    p.add_argument(
+        "--seed",
+        type=int_at_least(0),
+        default=0,
+        help="seed of the hold-out split and of the perturbations",
+    )
+    p.add_argument(
+        "--perturb",
+        type=int_at_least(0),
+        default=0,
+        help="perturbed copies of each subject (blur, noise, QSM scale error, random "
+        "strengths) added to the fit, so that the probabilities hold better on images "
+        "unlike the calibration subjects (calibration under drift); 0: none",
+    )
     p.add_argument(
         "--no-subsets",
         dest="subsets",
@@ -54,7 +67,13 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.model / "calibration"
     try:
         report = calibrate_model(
-            args.model, args.data, out, args.holdout_fraction, args.seed, args.subsets
+            args.model,
+            args.data,
+            out,
+            args.holdout_fraction,
+            args.seed,
+            args.subsets,
+            args.perturb,
         )
     except (SubjectDataError, ModelError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
