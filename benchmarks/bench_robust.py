@@ -15,6 +15,8 @@ sets, with a reliability diagram of the pooled held-out lesions
 (``reliability.png`` next to the JSON).
 
 Resumable: a set already simulated, or predicted with the same weights, is reused.
+A set holding more subjects than ``--n`` (extended by a larger run) is scored on
+its first ``--n`` (a view of symlinks, ``bids-first<n>``), as it was before.
 With ``--jobs J`` (default 2) the missing sets are first simulated by J
 ``deepmir simulate`` processes at once, one thread each (numpy's FFTs run on
 one core, so one process leaves the second core mostly idle; the phantoms
@@ -128,8 +130,13 @@ def run_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if missing is not None:  # a new set, or a smaller one of an earlier run extended
         simulate_dataset(missing, progress=False)
     predictions = root / f"pred-{model_key(args.model)}"
+    view = ""
+    if _n_simulated(data) > args.n:  # a set extended by a larger run: its first --n only
+        view = f"-first{args.n}"
+        data = first_subjects(data, args.n, root / f"bids{view}")
+        predictions = predictions.with_name(f"{predictions.name}{view}")
     if subset:
-        data = subset_dataset(data, SUBSETS[subset], root / f"bids-{subset}")
+        data = subset_dataset(data, SUBSETS[subset], root / f"bids-{subset}{view}")
         predictions = predictions.with_name(f"{predictions.name}-{subset}")
     return score(name, data, predictions, args)
 
@@ -159,6 +166,29 @@ def model_key(model: str) -> str:
     tuned = [{k: c.get(k) for k in ("post_processing", "calibration")} for c in configs]
     tuning = hashlib.sha256(json.dumps(tuned, sort_keys=True).encode()).hexdigest()[:6]
     return f"{Path(model).name}-{'-'.join(digests)}-{tuning}"
+
+
+def first_subjects(data: Path, n: int, out: Path) -> Path:
+    """A view of ``data`` (symlinks) holding only its first ``n`` subjects (the
+    order of participants.tsv, which simulate writes by index), with their
+    reference labels and the dataset's own description files."""
+    rows = (data / "participants.tsv").read_text().strip().splitlines()
+    keep = {line.split("\t")[0] for line in rows[1 : n + 1]}
+    if (out / "participants.tsv").exists():
+        return out
+    for path in sorted(data.rglob("*")):
+        rel = path.relative_to(data)
+        subject = next((p for p in rel.parts if p.startswith("sub-")), None)
+        if path.is_dir() or (subject is not None and subject not in keep):
+            continue
+        target = out / rel
+        if rel == Path("participants.tsv"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("\n".join(rows[: n + 1]) + "\n")
+        elif not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path.resolve())
+    return out
 
 
 def subset_dataset(data: Path, keep: tuple[str, ...], out: Path) -> Path:
