@@ -172,22 +172,20 @@ def first_subjects(data: Path, n: int, out: Path) -> Path:
     """A view of ``data`` (symlinks) holding only its first ``n`` subjects (the
     order of participants.tsv, which simulate writes by index), with their
     reference labels and the dataset's own description files."""
+    if (out / "participants.tsv").exists():  # written last: the view is complete
+        return out
     rows = (data / "participants.tsv").read_text().strip().splitlines()
     keep = {line.split("\t")[0] for line in rows[1 : n + 1]}
-    if (out / "participants.tsv").exists():
-        return out
     for path in sorted(data.rglob("*")):
         rel = path.relative_to(data)
         subject = next((p for p in rel.parts if p.startswith("sub-")), None)
         if path.is_dir() or (subject is not None and subject not in keep):
             continue
         target = out / rel
-        if rel == Path("participants.tsv"):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text("\n".join(rows[: n + 1]) + "\n")
-        elif not target.exists():
+        if rel != Path("participants.tsv") and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(path.resolve())
+    (out / "participants.tsv").write_text("\n".join(rows[: n + 1]) + "\n")
     return out
 
 
