@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.8.2 calibrate-v0.9.1 soup-v0.10 calibrate-v0.10.1 tune-v0.5.2 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.8.2 calibrate-v0.9.1 soup-v0.10 calibrate-v0.10.1 calibrate-v0.10.2 tune-v0.5.2 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -356,6 +356,17 @@ calibrate-v0.10.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/data
 	cp $(V010_MODEL)/model.safetensors $(V010_MODEL)/config.json $(V0101_MODEL)/
 	$(BIN)/deepmir calibrate --model $(V0101_MODEL) $(TUNE_120) --perturb 1 \
 		--out $(V0101_MODEL)/calibration
+
+# v0.10.2: v0.10's weights and post-processing, the calibration refitted by the
+# calibrate that scores predict's own lesions on the input grid (before, the
+# working grid's: benchmarks/results/rule-v0.10.2.md); same 120 subjects
+V0102_MODEL ?= build/models/v0.10.2
+
+calibrate-v0.10.2: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
+	test -f $(V010_MODEL)/config.json || $(MAKE) soup-v0.10
+	mkdir -p $(V0102_MODEL)
+	cp $(V010_MODEL)/model.safetensors $(V010_MODEL)/config.json $(V0102_MODEL)/
+	$(BIN)/deepmir calibrate --model $(V0102_MODEL) $(TUNE_120) --out $(V0102_MODEL)/calibration
 
 # v0.5.2 (an experiment, not shipped): v0.5's weights, post-processing tuned
 # and calibration fitted on the 72 seed-2001 subjects plus the 24 raw-GRE-only

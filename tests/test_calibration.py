@@ -163,15 +163,19 @@ def test_selection_is_seeded_and_rejects_an_unknown_method():
 
 def test_calibration_sees_the_lesions_predict_keeps_the_swi_structure_limit_included():
     """calibrate scores the lesions predict would keep: the SWI-structure limit
-    is applied to the prepared subject's normalized SWI channel, so a CMB on a
-    dark SWI tube is not among the outcomes the calibration is fitted on."""
+    is applied to the same resampled SWI as predict's, so a CMB on a dark SWI
+    tube is not among the outcomes the calibration is fitted on."""
     import dataclasses
 
     from conftest import QsmThreshold
 
     from deepmir.inference.lesions import PostProcessing
-    from deepmir.training.calibrate import subject_outcomes
-    from deepmir.training.data import TrainingSubject
+    from deepmir.inference.orientation import Reorientation
+    from deepmir.inference.predict import WorkingInput
+    from deepmir.inference.resample import Resampler
+    from deepmir.io.bids import SubjectRef
+    from deepmir.io.loader import Subject
+    from deepmir.training.calibrate import input_outcomes
 
     shape = (40, 40, 40)
     norm = Normalization(("swi", "qsm"), qsm_scale_ppm=0.1)
@@ -185,14 +189,12 @@ def test_calibration_sees_the_lesions_predict_keeps_the_swi_structure_limit_incl
     image[qsm, 20, 10, 10] = image[qsm, 20, 30, 30] = 10.0  # 1 ppm: called CMB
     dseg = np.zeros(shape, np.uint8)
     dseg[20, 30, 30] = 1  # the blob's is real, the tube's is not
-    subject = TrainingSubject(
-        name="sub-1",
-        image=image,
-        dseg=dseg,
-        instances=np.zeros(shape, np.int16),
-        brain=np.ones(shape, bool),
-        affine=np.eye(4),
-    )
+    brain = np.ones(shape, bool)
+    subject = Subject(SubjectRef("1"), {"swi": swi}, np.eye(4), brain, {})
+    orientation = Reorientation.of(np.eye(4), shape)
+    grid = Resampler.of(orientation.ras_affine, shape, 1.0)
+    assert grid.identity
+    inp = WorkingInput(subject, orientation, grid, image, brain, swi, ("swi", "qsm"))
     card = ModelCard(
         network=TinyNetworkConfig(),
         normalization=norm,
@@ -202,8 +204,9 @@ def test_calibration_sees_the_lesions_predict_keeps_the_swi_structure_limit_incl
         working_spacing_mm=1.0,
     )
     net = QsmThreshold(qsm)
-    both = subject_outcomes(net, subject, card)
+    reference = (dseg, np.zeros(shape, np.int16))
+    both = input_outcomes(net, image, inp, card, reference)
     assert both.labels.tolist() == [1, 1] and sorted(both.real.tolist()) == [False, True]
     card.post = dataclasses.replace(card.post, max_swi_elongation=(3.0, np.inf, np.inf))
-    kept = subject_outcomes(net, subject, card)
+    kept = input_outcomes(net, image, inp, card, reference)
     assert kept.labels.tolist() == [1] and kept.real.tolist() == [True]

@@ -506,24 +506,15 @@ def test_perturbation_scales_qsm_and_adds_noise_to_swi_only():
     from deepmir.model.network import TinyNetworkConfig
     from deepmir.model.preprocess import Normalization
     from deepmir.training.calibrate import perturbed
-    from deepmir.training.data import TrainingSubject
 
     norm = Normalization(("swi", "qsm"), qsm_scale_ppm=0.1)
     shape = (24, 24, 24)
     image = np.ones((len(norm.channels), *shape), np.float32)
-    subject = TrainingSubject(
-        "sub-1",
-        image,
-        np.zeros(shape, np.uint8),
-        np.zeros(shape, np.int16),
-        np.ones(shape, bool),
-        np.eye(4),
-    )
     card = ModelCard(TinyNetworkConfig(), norm, (16, 16, 16), 0)
-    out, draw = perturbed(subject, card, np.random.default_rng(3))
-    assert subject.image.min() == 1.0 == subject.image.max()  # the input is not touched
+    out, draw = perturbed(image, card, np.random.default_rng(3))
+    assert image.min() == 1.0 == image.max()  # the input is not touched
     for c in norm.channel_indices("qsm"):  # a constant image: blur changes nothing
-        np.testing.assert_allclose(out.image[c], draw["qsm_scale"], rtol=1e-5)
-    swi = out.image[norm.channel_indices("swi")[0]]
+        np.testing.assert_allclose(out[c], draw["qsm_scale"], rtol=1e-5)
+    swi = out[norm.channel_indices("swi")[0]]
     assert abs(float(swi.std()) - draw["noise_sd"]) < 0.05 * draw["noise_sd"] + 1e-3
     assert 0.75 <= draw["qsm_scale"] <= 1.33 and draw["noise_sd"] > 0

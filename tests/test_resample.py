@@ -16,6 +16,7 @@ from deepmir.inference.predict import (
     LoadedModel,
     output_paths,
     predict_subject,
+    working_input,
     write_subject,
 )
 from deepmir.inference.resample import (
@@ -308,3 +309,33 @@ def test_predict_on_an_anisotropic_input(simulated_dataset, tmp_path):
     same = predict_subject(simulated_dataset, ref, _threshold_model(2.0), PostProcessing())
     assert same.working_grid.identity
     assert same.working_grid.to_dict()["working_voxel_size_mm"] == [2.0, 2.0, 2.0]
+
+
+def test_calibration_scores_the_lesions_predict_writes_on_the_input_grid(
+    simulated_dataset, tmp_path
+):
+    """calibrate fits its maps on predict's own lesions: on an anisotropic input
+    they are the lesion table's rows (same scores, same order), and as many are
+    real as evaluate's matching finds on the input grid."""
+    from deepmir.evaluation import match_subject
+    from deepmir.training.calibrate import input_outcomes
+    from deepmir.training.data import REFERENCE, read_reference
+
+    ref = SubjectRef("01")
+    data = tmp_path / "aniso"
+    _decimate(simulated_dataset, data, ref)
+    _decimate(simulated_dataset / REFERENCE, data / REFERENCE, ref)
+    model = _threshold_model(1.0)
+    card = model.card
+    inp = working_input(data, ref, card)
+    assert not inp.grid.identity and inp.present == ("t2w", "swi", "qsm")
+    reference = read_reference(data / REFERENCE, ref)
+    assert reference[0].shape == inp.subject.full_shape
+    outcomes = input_outcomes(model.net, inp.image, inp, card, reference)
+    prediction = predict_subject(data, ref, model, card.post)
+    rows = prediction.table
+    assert len(rows) >= 2
+    assert outcomes.labels.tolist() == [r["label"] for r in rows]
+    np.testing.assert_allclose(outcomes.scores, [r["score"] for r in rows], atol=5e-4)
+    match = match_subject(*reference, prediction.dseg, inp.subject.affine)
+    assert 0 < int(outcomes.real.sum()) == len(match.matches)

@@ -341,23 +341,24 @@ def lesion_outcomes(
     """Each predicted lesion's class, raw score and whether it is a true
     positive of its class under the evaluation's matching rule.
 
-    Predicted lesions are separate 26-connected components with one class
-    each, so they are exactly the lesions :func:`match_subject` extracts from
-    their ``dseg``; :func:`~deepmir.evaluation.extract_components` (the same
-    extraction) gives the voxel map that links the two numberings.
+    The evaluation extracts the 26-connected components of the predicted
+    ``dseg`` (:func:`~deepmir.evaluation.extract_components`); on the grid
+    the lesions were found on, those are the lesions themselves. Brought
+    back to an input grid, two lesions may touch, or one may come apart:
+    each lesion then takes the outcome of the component holding its
+    voxels (of one of them, when split), so that every lesion of predict's
+    table has one.
     """
     from deepmir.evaluation import extract_components, match_subject
 
     match = match_subject(reference_dseg, reference_instances, lesions.dseg, affine)
     n = len(lesions.labels)
-    if len(match.predicted_lesions) != n:  # pragma: no cover - guards the invariant above
-        raise ValueError("predicted lesions and their components do not correspond")
     index_map = extract_components(lesions.dseg, affine).index_map.ravel()
     ids = lesions.instances.ravel()
     inside = np.flatnonzero(ids)
-    position = np.zeros(n + 1, np.int64)
-    position[ids[inside]] = index_map[inside] - 1  # every voxel of a lesion agrees
-    true_positives = np.zeros(max(len(match.predicted_lesions), 1), bool)
+    position = np.full(n + 1, -1, np.int64)
+    position[ids[inside]] = index_map[inside] - 1
+    true_positives = np.zeros(len(match.predicted_lesions) + 1, bool)  # [-1]: no voxel
     for pair in match.matches:  # same-class matches only
         true_positives[pair.predicted] = True
     return LesionOutcomes(

@@ -260,25 +260,30 @@ class SubjectPrediction:
         return np.stack([self.probability_map(c) for c in range(len(LABELS))])
 
 
-def predict_subject(
-    root: Path,
-    ref: SubjectRef,
-    model: LoadedModel,
-    post: PostProcessing,
-    log: Callable[[str], None] | None = None,
-) -> SubjectPrediction:
-    """Everything for one subject, in memory (raises SubjectDataError / ModelError).
+@dataclass
+class WorkingInput:
+    """A subject as the network sees it (:func:`working_input`): the input-grid
+    crop, its RAS reorientation and working grid, and on that grid the
+    normalized image, the brain mask and the SWI the post-processing measures."""
 
-    The network runs on the working grid (:mod:`deepmir.inference.resample`):
-    the RAS-reoriented input at the model's voxel size; the brain crop,
-    normalization, sliding window and lesion post-processing (minimum sizes in
-    voxels, elongation) happen there, as in training. Lesions come back to the
-    input grid by nearest neighbour with every lesion kept
-    (:func:`instances_backward`), probabilities linearly. An input already at
-    the model's voxel size (within 10%) is not resampled at all. ``log``
-    receives a warning when the input voxel size is far from the working grid.
-    """
-    card = model.card
+    subject: Subject  # images and mask: the input-grid crop
+    orientation: Reorientation  # crop -> RAS
+    grid: Resampler  # RAS crop -> working grid
+    #: (C, ...) normalized network input; a missing optional modality's channels zero
+    image: npt.NDArray[np.float32]
+    mask: npt.NDArray[np.bool_]  # working grid
+    swi: npt.NDArray[np.float32] | None  # resampled SWI (the SWI-structure limit)
+    present: tuple[str, ...]  # the model's modalities the subject has
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    derived_mask: npt.NDArray[np.bool_] | None = None  # crop; None: the file's
+    mask_method: str = "file"
+
+
+def working_input(root: Path, ref: SubjectRef, card: ModelCard) -> WorkingInput:
+    """Load, check, crop, reorient, resample and normalize one subject for the
+    model (raises SubjectDataError / ModelError): :func:`predict_subject`'s
+    steps before the network, shared with ``deepmir calibrate`` so that the
+    calibration is fitted on the lesions predict outputs."""
     available = {m: ref.modality_path(root, m) for m in available_modalities(root, ref)}
     try:
         check_modalities(card, available)
@@ -320,13 +325,38 @@ def predict_subject(
     absent = [m for m in card.modalities if m not in present]
     # the crop is the brain box plus the margin: the network sees all of it
     image = normalize(present, mask, card.normalization, absent=absent)
-    calibration = None if card.calibration is None else card.calibration.for_inputs(present)
-    swi = images.get("swi")  # the SWI-structure limit of the post-processing measures it
-    del images, present
-    probabilities = predict_probabilities(model.net, image, card.patch_size)
-    del image
-    spacing = voxel_spacing(grid.target_affine)
-    lesions = lesions_from_probabilities(probabilities, post, spacing, mask, swi)
+    return WorkingInput(
+        subject=subject,
+        orientation=orient,
+        grid=grid,
+        image=image,
+        mask=mask,
+        swi=images.get("swi"),
+        present=tuple(present),
+        warnings=warnings,
+        derived_mask=derived,
+        mask_method=mask_method,
+    )
+
+
+def working_lesions(
+    net: torch.nn.Module,
+    image: npt.NDArray[np.float32],
+    inp: WorkingInput,
+    card: ModelCard,
+    post: PostProcessing | None = None,
+) -> tuple[Lesions, Lesions, npt.NDArray[np.float32]]:
+    """The network on ``image`` (``inp.image``, or a variant of it: a modality
+    left out, a perturbation), the lesion post-processing (``post``, default
+    the model's) on the working grid, and the lesions brought back to the
+    input-grid crop by nearest neighbour with every lesion kept
+    (:func:`instances_backward`): (on the crop, on the working grid,
+    probabilities on the working grid)."""
+    probabilities = predict_probabilities(net, image, card.patch_size)
+    spacing = voxel_spacing(inp.grid.target_affine)
+    post = card.post if post is None else post
+    lesions = lesions_from_probabilities(probabilities, post, spacing, inp.mask, inp.swi)
+    grid, orient = inp.grid, inp.orientation
     instances = orient.backward(instances_backward(lesions.instances, grid))
     classes = np.concatenate([[0], lesions.labels]).astype(np.uint8)
     back = Lesions(
@@ -335,6 +365,32 @@ def predict_subject(
         labels=lesions.labels,
         probability=lesions.probability,
     )
+    return back, lesions, probabilities
+
+
+def predict_subject(
+    root: Path,
+    ref: SubjectRef,
+    model: LoadedModel,
+    post: PostProcessing,
+    log: Callable[[str], None] | None = None,
+) -> SubjectPrediction:
+    """Everything for one subject, in memory (raises SubjectDataError / ModelError).
+
+    The network runs on the working grid (:mod:`deepmir.inference.resample`):
+    the RAS-reoriented input at the model's voxel size; the brain crop,
+    normalization, sliding window and lesion post-processing (minimum sizes in
+    voxels, elongation) happen there, as in training. Lesions come back to the
+    input grid by nearest neighbour with every lesion kept
+    (:func:`instances_backward`), probabilities linearly. An input already at
+    the model's voxel size (within 10%) is not resampled at all. ``log``
+    receives a warning when the input voxel size is far from the working grid.
+    """
+    card = model.card
+    inp = working_input(root, ref, card)
+    calibration = None if card.calibration is None else card.calibration.for_inputs(inp.present)
+    back, lesions, probabilities = working_lesions(model.net, inp.image, inp, card, post)
+    subject, grid = inp.subject, inp.grid
     working = None if grid.identity else (lesions.instances, grid.target_affine)
     return SubjectPrediction(
         ref=ref,
@@ -350,13 +406,13 @@ def predict_subject(
         ),
         subject=subject,
         working_grid=grid,
-        orientation=orient,
+        orientation=inp.orientation,
         working_probabilities=probabilities,
         sources=sorted(_relative(p, root) for p in subject.paths.values()),
-        warnings=warnings,
+        warnings=inp.warnings,
         model=model_record(model),
-        derived_mask=derived,
-        mask_method=mask_method,
+        derived_mask=inp.derived_mask,
+        mask_method=inp.mask_method,
         calibration=calibration,
     )
 

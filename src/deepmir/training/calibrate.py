@@ -1,10 +1,13 @@
 """``deepmir calibrate``: fit a saved model's lesion-probability calibration
 on annotated subjects it was not trained on (:mod:`deepmir.inference.calibration`).
 
-The subjects are predicted as ``deepmir tune`` does (prepared subjects,
-sliding-window probabilities, the model's stored post-processing), every
-predicted lesion is matched to the reference, and one monotone map per class
-is fitted, its method chosen by cross-validation by subject
+The subjects are predicted as ``deepmir predict`` predicts them, by its own
+steps (:func:`~deepmir.inference.predict.working_input`: crop, working
+grid, normalization; :func:`~deepmir.inference.predict.working_lesions`:
+sliding-window probabilities, the model's stored post-processing, the
+lesions back on the input grid), every predicted lesion is matched to the
+reference on the input grid, as ``deepmir evaluate`` matches predict's
+outputs, and one monotone map per class is fitted, its method chosen by cross-validation by subject
 (:func:`~deepmir.inference.calibration.fit_selected`). The ECE of the
 calibrated probabilities on the lesions the map was fitted on is
 optimistic, so with ``holdout_fraction`` > 0 the subjects are first split
@@ -27,7 +30,6 @@ reported errors (in sample, held out) are on the clean lesions.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import zlib
 from collections.abc import Sequence
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from tqdm import tqdm
 
@@ -52,16 +55,17 @@ from deepmir.inference.calibration import (
     lesion_outcomes,
     reliability_figure,
 )
-from deepmir.inference.lesions import lesions_from_probabilities, voxel_spacing
-from deepmir.inference.sliding import predict_probabilities
+from deepmir.inference.lesions import Lesions
+from deepmir.inference.predict import WorkingInput, working_input, working_lesions
 from deepmir.io.atomic import write_json
+from deepmir.io.loader import SubjectDataError
 from deepmir.model.checkpoint import ModelCard, load_model, save_model
 from deepmir.training.data import (
-    CROP_MARGIN,
-    TrainingSubject,
+    REFERENCE,
     folder_record,
-    iter_pooled,
-    prepare,
+    gre_derived,
+    iter_references,
+    read_reference,
 )
 
 #: generic corruptions of the normalized input for calibration under drift, each
@@ -121,23 +125,24 @@ def served_subsets(card: ModelCard) -> list[tuple[str, ...]]:
     ]
 
 
-def without(subject: TrainingSubject, absent: Sequence[str], card: ModelCard) -> TrainingSubject:
-    """The subject as predict feeds it when ``absent`` modalities are missing:
-    their channels zero (:func:`deepmir.model.preprocess.normalize`)."""
+def without(
+    image: npt.NDArray[np.float32], absent: Sequence[str], card: ModelCard
+) -> npt.NDArray[np.float32]:
+    """A normalized network input as predict feeds it when ``absent`` modalities
+    are missing: their channels zero (:func:`deepmir.model.preprocess.normalize`)."""
     if not absent:
-        return subject
-    image = subject.image.copy()
+        return image
+    image = image.copy()
     for modality in absent:
         image[list(card.normalization.channel_indices(modality))] = 0.0
-    return dataclasses.replace(subject, image=image)
+    return image
 
 
 def perturbed(
-    subject: TrainingSubject, card: ModelCard, rng: np.random.Generator
-) -> tuple[TrainingSubject, dict[str, float]]:
-    """The subject with one random draw of :data:`PERTURBATIONS` applied to its
-    normalized image (outside the brain crop nothing changes: the crop is the
-    image); the strengths drawn."""
+    image: npt.NDArray[np.float32], card: ModelCard, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.float32], dict[str, float]]:
+    """A normalized network input (the brain crop) with one random draw of
+    :data:`PERTURBATIONS` applied; the strengths drawn."""
     from scipy import ndimage
 
     lo, hi = PERTURBATIONS["blur_sigma_voxels"]
@@ -146,7 +151,7 @@ def perturbed(
     noise = float(rng.uniform(lo, hi))
     lo, hi = PERTURBATIONS["qsm_scale"]
     scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    image = subject.image.copy()
+    image = image.copy()
     if sigma > 0:
         for c in range(image.shape[0]):
             image[c] = ndimage.gaussian_filter(image[c], sigma, mode="nearest")
@@ -157,23 +162,29 @@ def perturbed(
     for c in norm.channel_indices("qsm"):
         image[c] *= np.float32(scale)
     draw = {"blur_sigma_voxels": sigma, "noise_sd": noise, "qsm_scale": scale}
-    return dataclasses.replace(subject, image=image), draw
+    return image, draw
 
 
-def subject_outcomes(
-    net: torch.nn.Module, subject: TrainingSubject, card: ModelCard
+def input_outcomes(
+    net: torch.nn.Module,
+    image: npt.NDArray[np.float32],
+    inp: WorkingInput,
+    card: ModelCard,
+    reference: tuple[npt.NDArray[np.uint8], npt.NDArray[np.int16]],
 ) -> LesionOutcomes:
-    """Predict a prepared subject with the model's post-processing (the
-    SWI-structure limit included: it measures the normalized SWI channel, the
-    same as predict's SWI up to a positive affine map, which its robust local
-    statistics ignore); its lesions' outcomes."""
-    probabilities = predict_probabilities(net, subject.image, card.patch_size)
-    spacing = voxel_spacing(subject.affine)
-    channel = card.normalization.channel_indices("swi")
-    swi = subject.image[channel[0]] if channel else None
-    lesions = lesions_from_probabilities(probabilities, card.post, spacing, subject.brain, swi)
-    instances = subject.instances if subject.instances.any() else None
-    return lesion_outcomes(lesions, subject.dseg, instances, subject.affine)
+    """The outcomes of the lesions predict outputs for ``image`` (``inp.image``
+    or a variant of it), on the input grid, against the reference labels
+    (dseg, instances) on that grid."""
+    back = working_lesions(net, image, inp, card)[0]
+    subject = inp.subject
+    on_grid = Lesions(
+        dseg=subject.uncrop(back.dseg),
+        instances=subject.uncrop(back.instances),
+        labels=back.labels,
+        probability=back.probability,
+    )
+    dseg, instances = reference
+    return lesion_outcomes(on_grid, dseg, instances if instances.any() else None, subject.affine)
 
 
 def split_holdout(names: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -210,23 +221,33 @@ def calibrate_model(
     variants: list[tuple[str, ...]] = [(), *(served_subsets(card) if subsets else [])]
     outcomes: dict[tuple[str, ...], dict[str, LesionOutcomes]] = {v: {} for v in variants}
     clean: dict[tuple[str, ...], dict[str, LesionOutcomes]] = {v: {} for v in variants}
-    pooled_subjects = iter_pooled(data, card.modalities, card.working_spacing_mm, CROP_MARGIN)
-    bar = tqdm(pooled_subjects, desc="calibrate", unit="subject", disable=None)
+    refs = list(iter_references(data))
+    bar = tqdm(refs, desc="calibrate", unit="subject", disable=None)
     draws: dict[str, list[dict[str, float]]] = {}
-    for r in bar:  # one subject in memory at a time, cropped to the brain as in training
-        subject = prepare(r, card.normalization, CROP_MARGIN)
-        name = str(r.ref)
-        copies = [subject]
+    for folder, ref in bar:  # one subject in memory at a time
+        name = str(ref)
+        reference = read_reference(folder / REFERENCE, ref)
+        with gre_derived(folder, ref, card.modalities) as (root, derived):
+            inp = working_input(root, derived, card)
+        lacking = [m for m in card.modalities if m not in inp.present]
+        if lacking:
+            raise SubjectDataError(
+                ref.modality_path(folder, lacking[0]),
+                f"calibration needs every input of the model; {name} lacks {', '.join(lacking)}",
+            )
+        copies = [inp.image]
         for k in range(perturb):
             rng = np.random.default_rng([seed, zlib.crc32(name.encode()), k])
-            copy, draw = perturbed(subject, card, rng)
+            copy, draw = perturbed(inp.image, card, rng)
             copies.append(copy)
             draws.setdefault(name, []).append(draw)
         for absent in variants:
-            parts = [subject_outcomes(net, without(c, absent, card), card) for c in copies]
+            parts = [
+                input_outcomes(net, without(c, absent, card), inp, card, reference) for c in copies
+            ]
             clean[absent][name] = parts[0]
             outcomes[absent][name] = LesionOutcomes.concatenate(parts)
-        del copies
+        del copies, inp
     bar.close()
     names = list(outcomes[()])
     fit_names, held_names = split_holdout(names, holdout_fraction, seed)

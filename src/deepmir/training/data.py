@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -213,20 +214,10 @@ def iter_annotated(
     rng = np.random.default_rng([seed, MASK_JITTER_STREAM])
     label_root = data / REFERENCE if reference is None else Path(reference)
     for ref in refs:
-        anat = ref.anat_dir(label_root)
-        dseg_path = anat / f"{ref.prefix}_dseg.nii.gz"
-        if reference is not None and not dseg_path.exists():
+        if reference is not None and not reference_path(label_root, ref).exists():
             continue
         subject = _load_with_gre(data, ref, modalities)
-        if not dseg_path.exists():
-            raise SubjectDataError(dseg_path, "reference labels are missing")
-        dseg = np.asarray(read_nifti(dseg_path)[1]).astype(np.uint8)
-        inst_path = anat / f"{ref.prefix}_desc-instances_dseg.nii.gz"
-        instances = (
-            np.asarray(read_nifti(inst_path)[1]).astype(np.int16)
-            if inst_path.exists()
-            else np.zeros_like(dseg, np.int16)
-        )
+        dseg, instances = read_reference(label_root, ref)
         jitter, from_magnitude = rng.random() < mask_jitter, rng.random() < 0.5
         if jitter or subject.brain_mask is None:
             sources = subject.images
@@ -251,14 +242,71 @@ def _load_with_gre(data: Path, ref: SubjectRef, modalities: tuple[str, ...]) -> 
     its raw GRE exactly as ``deepmir predict`` does
     (:func:`deepmir.inference.fromgre.derive_from_gre`, phase sign detected),
     written to a temporary folder that is gone once they are read."""
+    with gre_derived(data, ref, modalities) as (root, derived):
+        return load_subject(root, derived, modalities)
+
+
+@contextlib.contextmanager
+def gre_derived(
+    data: Path, ref: SubjectRef, modalities: tuple[str, ...]
+) -> Iterator[tuple[Path, SubjectRef]]:
+    """(root, ref) to read the subject's ``modalities`` from: the dataset
+    itself, or, when it lacks SWI or QSM but has raw GRE, a temporary folder
+    with them computed by predict's GRE path, gone on leaving the block."""
     from deepmir.inference.fromgre import derive_from_gre, needs_gre
 
     lacking = [m for m in modalities if m in ("swi", "qsm") and not ref.has(data, m)]
     if not lacking or not needs_gre(data, ref):
-        return load_subject(data, ref, modalities)
+        yield data, ref
+        return
     with tempfile.TemporaryDirectory(prefix="deepmir-fromgre-") as tmp:
-        derived = derive_from_gre(data, Path(tmp), ref)[0]
-        return load_subject(data, derived, modalities)
+        yield Path(tmp), derive_from_gre(data, Path(tmp), ref)[0]
+
+
+def reference_path(label_root: Path, ref: SubjectRef) -> Path:
+    """The subject's reference dseg in the labels' folder."""
+    return ref.anat_dir(label_root) / f"{ref.prefix}_dseg.nii.gz"
+
+
+def read_reference(
+    label_root: Path, ref: SubjectRef
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int16]]:
+    """The subject's reference labels on its own grid: the dseg and the lesion
+    instances (zeros when the reference has no instance map)."""
+    dseg_path = reference_path(label_root, ref)
+    if not dseg_path.exists():
+        raise SubjectDataError(dseg_path, "reference labels are missing")
+    dseg = np.asarray(read_nifti(dseg_path)[1]).astype(np.uint8)
+    inst_path = dseg_path.with_name(f"{ref.prefix}_desc-instances_dseg.nii.gz")
+    instances = (
+        np.asarray(read_nifti(inst_path)[1]).astype(np.int16)
+        if inst_path.exists()
+        else np.zeros_like(dseg, np.int16)
+    )
+    return dseg, instances
+
+
+def iter_references(
+    data: str | Path | Sequence[str | Path],
+) -> Iterator[tuple[Path, SubjectRef]]:
+    """(dataset, subject) of one or more simulated BIDS datasets with reference
+    labels, checked as :func:`iter_annotated` checks them; a subject name found
+    in two pooled folders is refused."""
+    seen: dict[str, Path] = {}
+    for folder in as_folders(data):
+        problem = dataset_problem(folder)
+        refs = [] if problem else find_subjects(folder)
+        problem = problem or interrupted_cohort(folder, len(refs))
+        if problem:
+            raise SubjectDataError(folder, problem)
+        for ref in refs:
+            name = str(ref)
+            if name in seen:
+                raise SubjectDataError(
+                    folder, f"{name} is also in {seen[name]}: pool distinct subjects"
+                )
+            seen[name] = folder
+            yield folder, ref
 
 
 def crop(raw: RawSubject, margin: int) -> RawSubject:
