@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.8.2 calibrate-v0.9.1 soup-v0.10 calibrate-v0.10.1 calibrate-v0.10.2 tune-v0.5.2 cv ablate clean
+.PHONY: venv demo test lint bench-memory bench-cohort bench-regions train-v0.1 bench-simulate bench-predict bench-resample bench-vein bench-designs bench-robust bench-gre train-default train-robust train-v0.3 train-v0.4 train-v0.5 train-v0.6 train-v0.7 train-v0.8 train-v0.9 calibrate-v0.8.1 calibrate-v0.8.2 calibrate-v0.9.1 soup-v0.10 calibrate-v0.10.1 calibrate-v0.10.2 calibrate-v0.8.3 tune-v0.5.2 cv ablate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -50,6 +50,10 @@ bench-vein: $(STAMP)
 # raw GRE in: QSM/SWI from magnitude + phase vs the truth and the simulator's own images
 bench-gre: $(STAMP)
 	$(BIN)/python benchmarks/bench_gre.py --n 36 --out build/bench-gre --json benchmarks/results/gre.json
+
+# calibrations fitted before 0.10.2 judged each lesion on the working grid; their
+# targets keep doing so, to reproduce them (deepmir calibrate --grid working)
+OLD_GRID := --grid working
 
 # The v0.1 recipe (narrow phantom): 24 simulated subjects (seed 1000, never the
 # demo's 20211), fixed iteration count (deterministic). Its weights are where the
@@ -119,7 +123,7 @@ train-robust: $(ROBUST_DATA)/dataset_description.json $(ROBUST_TUNE)/dataset_des
 		--iterations $(ROBUST_ITERATIONS) --time-budget $(ROBUST_BUDGET_MIN) --val-every 1500 \
 		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
 	$(BIN)/deepmir tune --model $(ROBUST_MODEL) --data $(ROBUST_TUNE)
-	$(BIN)/deepmir calibrate --model $(ROBUST_MODEL) --data $(ROBUST_TUNE) --out $(ROBUST_MODEL)/calibration
+	$(BIN)/deepmir calibrate $(OLD_GRID) --model $(ROBUST_MODEL) --data $(ROBUST_TUNE) --out $(ROBUST_MODEL)/calibration
 
 # v0.3 (the shipped model): v0.2's weights trained on twice the subjects (the
 # seed-2000 cohort continued: subjects 65-128 in a second folder, pooled with
@@ -142,7 +146,7 @@ train-v0.3: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 		--iterations $(V03_ITERATIONS) --time-budget $(V03_BUDGET_MIN) --val-every 2000 \
 		--val-fraction 0.1 --checkpoint-every 500 --no-post-tuning --seed 0 --resume
 	$(BIN)/deepmir tune --model $(V03_MODEL) --data $(ROBUST_TUNE)
-	$(BIN)/deepmir calibrate --model $(V03_MODEL) --data $(ROBUST_TUNE) --out $(V03_MODEL)/calibration
+	$(BIN)/deepmir calibrate $(OLD_GRID) --model $(V03_MODEL) --data $(ROBUST_TUNE) --out $(V03_MODEL)/calibration
 
 # v0.4: v0.3's weights trained on the same 128 subjects with lesion-balanced
 # patch sampling (every lesion as likely a patch centre, whatever its size: the
@@ -182,7 +186,7 @@ ROBUST_FINETUNE := --modalities t2w,swi,qsm --modality-dropout t2w=0.4,qsm=0.25 
 TUNE_72 := --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B)
 define tune_and_calibrate
 $(BIN)/deepmir tune --model $(1) $(2) --min-depth-mm 0,0,3
-$(BIN)/deepmir calibrate --model $(1) $(2) --out $(1)/calibration
+$(BIN)/deepmir calibrate $(OLD_GRID) --model $(1) $(2) --out $(1)/calibration
 endef
 
 V04_MODEL ?= build/models/v0.4
@@ -195,7 +199,7 @@ train-v0.4: $(ROBUST_DATA)/dataset_description.json $(ROBUST_DATA_B)/dataset_des
 		$(ROBUST_FINETUNE) --init $(V03_MODEL) --learning-rate 5e-4 \
 		--iterations $(V04_ITERATIONS) --time-budget $(V04_BUDGET_MIN) --val-every 2000
 	$(BIN)/deepmir tune --model $(V04_MODEL) --data $(ROBUST_TUNE) --min-depth-mm 0,0,3
-	$(BIN)/deepmir calibrate --model $(V04_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
+	$(BIN)/deepmir calibrate $(OLD_GRID) --model $(V04_MODEL) --data $(ROBUST_TUNE) --data $(ROBUST_TUNE_B) \
 		--out $(V04_MODEL)/calibration
 
 # v0.5.1 (shipped before v0.8): v0.4's weights trained on the same
@@ -304,7 +308,7 @@ calibrate-v0.8.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/datas
 	test -f $(V08_MODEL)/config.json || $(MAKE) train-v0.8
 	mkdir -p $(V081_MODEL)
 	cp $(V08_MODEL)/model.safetensors $(V08_MODEL)/config.json $(V081_MODEL)/
-	$(BIN)/deepmir calibrate --model $(V081_MODEL) $(TUNE_120) --no-subsets \
+	$(BIN)/deepmir calibrate $(OLD_GRID) --model $(V081_MODEL) $(TUNE_120) --no-subsets \
 		--out $(V081_MODEL)/calibration
 
 # v0.8.2: v0.8.1 plus one calibration per served input subset (SWI + QSM,
@@ -316,7 +320,7 @@ calibrate-v0.8.2: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/datas
 	test -f $(V08_MODEL)/config.json || $(MAKE) train-v0.8
 	mkdir -p $(V082_MODEL)
 	cp $(V08_MODEL)/model.safetensors $(V08_MODEL)/config.json $(V082_MODEL)/
-	$(BIN)/deepmir calibrate --model $(V082_MODEL) $(TUNE_120) \
+	$(BIN)/deepmir calibrate $(OLD_GRID) --model $(V082_MODEL) $(TUNE_120) \
 		--out $(V082_MODEL)/calibration
 
 # v0.9.1: v0.9's weights and post-processing (the committed
@@ -329,7 +333,7 @@ V091_MODEL ?= build/models/v0.9.1
 calibrate-v0.9.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
 	mkdir -p $(V091_MODEL)
 	cp benchmarks/results/models/v0.9/model.safetensors benchmarks/results/models/v0.9/config.json $(V091_MODEL)/
-	$(BIN)/deepmir calibrate --model $(V091_MODEL) $(TUNE_120) --no-subsets \
+	$(BIN)/deepmir calibrate $(OLD_GRID) --model $(V091_MODEL) $(TUNE_120) --no-subsets \
 		--out $(V091_MODEL)/calibration
 
 # v0.10: the uniform average of v0.8's and v0.9's weights (a model soup,
@@ -343,7 +347,7 @@ SOUP_BASE ?= $(MODELS)/t2w-swi-qsm
 soup-v0.10: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
 	$(BIN)/deepmir average --model $(SOUP_BASE) --model benchmarks/results/models/v0.9 \
 		--out $(V010_MODEL)
-	$(BIN)/deepmir calibrate --model $(V010_MODEL) $(TUNE_120) --out $(V010_MODEL)/calibration
+	$(BIN)/deepmir calibrate $(OLD_GRID) --model $(V010_MODEL) $(TUNE_120) --out $(V010_MODEL)/calibration
 
 # v0.10.1: v0.10's weights and post-processing, calibrated under drift (each of
 # the 120 subjects also predicted once with random blur, noise and QSM scale
@@ -354,7 +358,7 @@ calibrate-v0.10.1: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/data
 	test -f $(V010_MODEL)/config.json || $(MAKE) soup-v0.10
 	mkdir -p $(V0101_MODEL)
 	cp $(V010_MODEL)/model.safetensors $(V010_MODEL)/config.json $(V0101_MODEL)/
-	$(BIN)/deepmir calibrate --model $(V0101_MODEL) $(TUNE_120) --perturb 1 \
+	$(BIN)/deepmir calibrate $(OLD_GRID) --model $(V0101_MODEL) $(TUNE_120) --perturb 1 \
 		--out $(V0101_MODEL)/calibration
 
 # v0.10.2: v0.10's weights and post-processing, the calibration refitted by the
@@ -367,6 +371,16 @@ calibrate-v0.10.2: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/data
 	mkdir -p $(V0102_MODEL)
 	cp $(V010_MODEL)/model.safetensors $(V010_MODEL)/config.json $(V0102_MODEL)/
 	$(BIN)/deepmir calibrate --model $(V0102_MODEL) $(TUNE_120) --out $(V0102_MODEL)/calibration
+
+# v0.8.3: the v0.8.2 weights and post-processing (the shipped folder, SOUP_BASE:
+# v0.8's max_swi_elongation was set in its config by hand), the calibration refitted
+# like v0.10.2's (rule-v0.10.2.md: the candidate after v0.10.2 failed (d))
+V083_MODEL ?= build/models/v0.8.3
+
+calibrate-v0.8.3: $(ROBUST_TUNE)/dataset_description.json $(ROBUST_TUNE_B)/dataset_description.json $(ROBUST_TUNE_C1)/dataset_description.json $(ROBUST_TUNE_C2)/dataset_description.json
+	mkdir -p $(V083_MODEL)
+	cp $(SOUP_BASE)/model.safetensors $(SOUP_BASE)/config.json $(V083_MODEL)/
+	$(BIN)/deepmir calibrate --model $(V083_MODEL) $(TUNE_120) --out $(V083_MODEL)/calibration
 
 # v0.5.2 (an experiment, not shipped): v0.5's weights, post-processing tuned
 # and calibration fitted on the 72 seed-2001 subjects plus the 24 raw-GRE-only

@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{predictions}: no predictions of {args.predictions_of} for {name}")
         lesions, _ = lesion_outcomes_from_files(data, predictions)
         present = [m for m in MODALITIES if m in SUBSETS.get(subset, MODALITIES)]
-        probabilities = calibration.for_inputs(present).apply(lesions.labels, lesions.scores)
+        # rounded as the lesion table rounds them (binned ECE moves with a bin edge)
+        probabilities = np.round(
+            calibration.for_inputs(present).apply(lesions.labels, lesions.scores), 3
+        )
         rows[name] = (lesions, probabilities)
 
     def pooled(names: list[str]) -> dict[str, dict[str, object]]:

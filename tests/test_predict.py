@@ -518,3 +518,30 @@ def test_perturbation_scales_qsm_and_adds_noise_to_swi_only():
     swi = out[norm.channel_indices("swi")[0]]
     assert abs(float(swi.std()) - draw["noise_sd"]) < 0.05 * draw["noise_sd"] + 1e-3
     assert 0.75 <= draw["qsm_scale"] <= 1.33 and draw["noise_sd"] > 0
+
+
+def test_calibrate_judges_lesions_on_the_input_grid_or_the_working_grid(
+    simulated_dataset, tiny_model, tmp_path
+):
+    """--grid input (default) runs predict's own steps; --grid working the
+    pre-0.10.2 path. On data already at the model's voxel size both see the
+    same lesions; the grid is recorded; another value is refused."""
+    import json
+
+    from deepmir.model.checkpoint import load_model
+
+    reports = {}
+    for grid in ("input", "working"):
+        model = tmp_path / grid
+        shutil.copytree(tiny_model, model)
+        args = ["calibrate", "--model", str(model), "--data", str(simulated_dataset)]
+        assert main([*args, "--grid", grid, "--out", str(tmp_path / f"r-{grid}")]) == 0
+        calibration = load_model(model)[1].calibration
+        assert calibration is not None and calibration.info["grid"].startswith(grid)
+        reports[grid] = json.loads((tmp_path / f"r-{grid}" / "calibration.json").read_text())
+    for c in ("cmb", "iron", "calcification"):
+        a, b = reports["input"]["in_sample"][c], reports["working"]["in_sample"][c]
+        assert (a["n_lesions"], a["n_real"]) == (b["n_lesions"], b["n_real"]), c
+    assert reports["input"]["in_sample"]["cmb"]["n_lesions"] > 0
+    bad = ["calibrate", "--model", str(tmp_path / "input"), "--data", "x", "--grid", "native"]
+    assert main(bad) == 2

@@ -45,6 +45,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "unlike the calibration subjects (calibration under drift); 0: none",
     )
     p.add_argument(
+        "--grid",
+        choices=("input", "working"),
+        default="input",
+        help="where each lesion is judged: input (default), as predict outputs it, on the "
+        "input grid; working: on the network's working grid, as calibrate did before "
+        "0.10.2 (to reproduce those models' calibrations)",
+    )
+    p.add_argument(
         "--no-subsets",
         dest="subsets",
         action="store_false",
@@ -74,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             args.seed,
             args.subsets,
             args.perturb,
+            args.grid,
         )
     except (SubjectDataError, ModelError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)

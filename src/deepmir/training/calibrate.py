@@ -30,9 +30,10 @@ reported errors (in sample, held out) are on the clean lesions.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,16 +56,21 @@ from deepmir.inference.calibration import (
     lesion_outcomes,
     reliability_figure,
 )
-from deepmir.inference.lesions import Lesions
+from deepmir.inference.lesions import Lesions, lesions_from_probabilities, voxel_spacing
 from deepmir.inference.predict import WorkingInput, working_input, working_lesions
+from deepmir.inference.sliding import predict_probabilities
 from deepmir.io.atomic import write_json
 from deepmir.io.loader import SubjectDataError
 from deepmir.model.checkpoint import ModelCard, load_model, save_model
 from deepmir.training.data import (
+    CROP_MARGIN,
     REFERENCE,
+    TrainingSubject,
     folder_record,
     gre_derived,
+    iter_pooled,
     iter_references,
+    prepare,
     read_reference,
 )
 
@@ -79,6 +85,16 @@ PERTURBATIONS: dict[str, tuple[float, float]] = {
     "noise_sd": (0.0, 0.25),
     "qsm_scale": (0.75, 1.33),
 }
+
+#: where calibrate judges the lesions (:func:`scored_subjects`)
+GRID_NOTES = {
+    "input": "input grid: each subject predicted by predict's own steps (crop, working "
+    "grid, network, post-processing, lesions back on the input grid), matched to the "
+    "reference on the input grid",
+    "working": "working grid: each subject resampled whole to the working grid, cropped, "
+    "predicted and matched to the reference resampled to it (calibrations before 0.10.2)",
+}
+GRIDS = tuple(GRID_NOTES)
 
 METHODS_NOTE = (
     "per class: the raw lesion score, a Platt fit shrunk towards it, or (with >= "
@@ -187,6 +203,67 @@ def input_outcomes(
     return lesion_outcomes(on_grid, dseg, instances if instances.any() else None, subject.affine)
 
 
+def working_outcomes(
+    net: torch.nn.Module, image: npt.NDArray[np.float32], subject: TrainingSubject, card: ModelCard
+) -> LesionOutcomes:
+    """``grid="working"`` (the calibration of models before 0.10.2): the
+    lesions of ``image`` (the prepared subject's, or a variant) found and
+    matched on the working grid, against the reference resampled to it; the
+    SWI-structure limit measures the normalized SWI channel."""
+    probabilities = predict_probabilities(net, image, card.patch_size)
+    spacing = voxel_spacing(subject.affine)
+    channel = card.normalization.channel_indices("swi")
+    swi = image[channel[0]] if channel else None
+    lesions = lesions_from_probabilities(probabilities, card.post, spacing, subject.brain, swi)
+    instances = subject.instances if subject.instances.any() else None
+    return lesion_outcomes(lesions, subject.dseg, instances, subject.affine)
+
+
+def scored_subjects(
+    net: torch.nn.Module,
+    card: ModelCard,
+    data: str | Path | Sequence[str | Path],
+    grid: str = "input",
+) -> Iterator[
+    tuple[str, npt.NDArray[np.float32], Callable[[npt.NDArray[np.float32]], LesionOutcomes]]
+]:
+    """Per calibration subject, one at a time: its name, its normalized network
+    input, and the function that gives the outcomes of the lesions of that
+    input or of a variant of it (a modality zeroed, a perturbation).
+
+    ``grid="input"``: predict's own steps, lesions judged on the input grid
+    (:func:`input_outcomes`); ``"working"``: the prepared training subject on
+    the working grid (:func:`working_outcomes`), kept to reproduce the
+    calibrations fitted before 0.10.2."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    if grid == "working":
+        for raw in iter_pooled(data, card.modalities, card.working_spacing_mm, CROP_MARGIN):
+            subject = prepare(raw, card.normalization, CROP_MARGIN)
+            yield (
+                str(raw.ref),
+                subject.image,
+                functools.partial(working_outcomes, net, subject=subject, card=card),
+            )
+        return
+    for folder, ref in iter_references(data):
+        name = str(ref)
+        reference = read_reference(folder / REFERENCE, ref)
+        with gre_derived(folder, ref, card.modalities) as (root, derived):
+            inp = working_input(root, derived, card)
+        lacking = [m for m in card.modalities if m not in inp.present]
+        if lacking:
+            raise SubjectDataError(
+                ref.modality_path(folder, lacking[0]),
+                f"calibration needs every input of the model; {name} lacks {', '.join(lacking)}",
+            )
+        yield (
+            name,
+            inp.image,
+            functools.partial(input_outcomes, net, inp=inp, card=card, reference=reference),
+        )
+
+
 def split_holdout(names: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(fit, held out) subject names; no hold-out with a fraction of 0 or one subject."""
     if fraction <= 0 or len(names) < 2:
@@ -205,6 +282,7 @@ def calibrate_model(
     seed: int = 0,
     subsets: bool = True,
     perturb: int = 0,
+    grid: str = "input",
 ) -> CalibrationReport:
     """Fit, store in the model's config.json, and (with ``out``) write
     ``calibration.json`` and ``reliability.png`` (plus ``reliability_held_out.png``).
@@ -212,7 +290,8 @@ def calibrate_model(
     ``subsets``: also fit the maps of every served input subset
     (:func:`served_subsets`; each subject is then predicted once per subset).
     ``perturb``: perturbed copies of each subject added to the fit (module
-    docstring: calibration under drift); each is predicted once per subset too."""
+    docstring: calibration under drift); each is predicted once per subset too.
+    ``grid``: where the lesions are judged (:func:`scored_subjects`)."""
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}")
     if perturb < 0:
@@ -221,33 +300,22 @@ def calibrate_model(
     variants: list[tuple[str, ...]] = [(), *(served_subsets(card) if subsets else [])]
     outcomes: dict[tuple[str, ...], dict[str, LesionOutcomes]] = {v: {} for v in variants}
     clean: dict[tuple[str, ...], dict[str, LesionOutcomes]] = {v: {} for v in variants}
-    refs = list(iter_references(data))
-    bar = tqdm(refs, desc="calibrate", unit="subject", disable=None)
+    bar = tqdm(
+        scored_subjects(net, card, data, grid), desc="calibrate", unit="subject", disable=None
+    )
     draws: dict[str, list[dict[str, float]]] = {}
-    for folder, ref in bar:  # one subject in memory at a time
-        name = str(ref)
-        reference = read_reference(folder / REFERENCE, ref)
-        with gre_derived(folder, ref, card.modalities) as (root, derived):
-            inp = working_input(root, derived, card)
-        lacking = [m for m in card.modalities if m not in inp.present]
-        if lacking:
-            raise SubjectDataError(
-                ref.modality_path(folder, lacking[0]),
-                f"calibration needs every input of the model; {name} lacks {', '.join(lacking)}",
-            )
-        copies = [inp.image]
+    for name, image, score in bar:  # one subject in memory at a time
+        copies = [image]
         for k in range(perturb):
             rng = np.random.default_rng([seed, zlib.crc32(name.encode()), k])
-            copy, draw = perturbed(inp.image, card, rng)
+            copy, draw = perturbed(image, card, rng)
             copies.append(copy)
             draws.setdefault(name, []).append(draw)
         for absent in variants:
-            parts = [
-                input_outcomes(net, without(c, absent, card), inp, card, reference) for c in copies
-            ]
+            parts = [score(without(c, absent, card)) for c in copies]
             clean[absent][name] = parts[0]
             outcomes[absent][name] = LesionOutcomes.concatenate(parts)
-        del copies, inp
+        del copies, image, score
     bar.close()
     names = list(outcomes[()])
     fit_names, held_names = split_holdout(names, holdout_fraction, seed)
@@ -284,6 +352,7 @@ def calibrate_model(
         "data": folder_record(data),
         "subjects": names,
         "post_processing": card.post.to_dict(),
+        "grid": GRID_NOTES[grid],
     }
     if perturb:
         info["perturbations"] = {
