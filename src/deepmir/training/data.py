@@ -250,9 +250,10 @@ def _load_with_gre(data: Path, ref: SubjectRef, modalities: tuple[str, ...]) -> 
 def gre_derived(
     data: Path, ref: SubjectRef, modalities: tuple[str, ...]
 ) -> Iterator[tuple[Path, SubjectRef]]:
-    """(root, ref) to read the subject's ``modalities`` from: the dataset
-    itself, or, when it lacks SWI or QSM but has raw GRE, a temporary folder
-    with them computed by predict's GRE path, gone on leaving the block."""
+    """(root, ref) to read the subject's ``modalities`` from: the dataset and
+    the subject itself, or, when it lacks SWI or QSM but has raw GRE, a ref
+    whose SWI and QSM are computed by predict's GRE path into a temporary
+    folder, gone on leaving the block."""
     from deepmir.inference.fromgre import derive_from_gre, needs_gre
 
     lacking = [m for m in modalities if m in ("swi", "qsm") and not ref.has(data, m)]
@@ -260,7 +261,7 @@ def gre_derived(
         yield data, ref
         return
     with tempfile.TemporaryDirectory(prefix="deepmir-fromgre-") as tmp:
-        yield Path(tmp), derive_from_gre(data, Path(tmp), ref)[0]
+        yield data, derive_from_gre(data, Path(tmp), ref)[0]
 
 
 def reference_path(label_root: Path, ref: SubjectRef) -> Path:
