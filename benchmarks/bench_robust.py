@@ -272,8 +272,9 @@ def _calc_as_cmb(result: Any) -> float:
 def lesion_outcomes_from_files(data: Path, predictions: Path) -> Any:
     """Every predicted lesion of a set (its lesions.tsv row): class, raw ``score``,
     calibrated ``probability`` and whether it is real (a same-class match of the
-    evaluation's rule). A row is tied to its dseg component by class and
-    nearest centroid (mm)."""
+    evaluation's rule), and its subject (``<set>/sub-<id>``: one subject for
+    every input subset of it, for the ECE's bootstrap spread). A row is tied
+    to its dseg component by class and nearest centroid (mm)."""
     import nibabel as nib
     import pandas as pd
 
@@ -287,6 +288,7 @@ def lesion_outcomes_from_files(data: Path, predictions: Path) -> Any:
     scores: list[float] = []
     probabilities: list[float] = []
     real: list[bool] = []
+    subjects: list[str] = []
     for ref in find_subjects(data):
         anat = ref.anat_dir(data / REFERENCE)
         reference = np.asarray(nib.load(anat / f"{ref.prefix}_dseg.nii.gz").dataobj)
@@ -309,17 +311,21 @@ def lesion_outcomes_from_files(data: Path, predictions: Path) -> Any:
             scores.append(float(row.score))
             probabilities.append(float(row.probability))
             real.append(int(same[np.argmin(distance)]) in found)
+            subjects.append(f"{data.parent.name}/{ref}")
     return (
         LesionOutcomes(np.array(labels, np.uint8), np.array(scores), np.array(real, bool)),
         np.array(probabilities),
+        np.array(subjects, dtype=str),
     )
 
 
 def _eces(outcomes: Any) -> dict[str, dict[str, Any]]:
-    from deepmir.inference.calibration import expected_calibration_error
+    """Per class: lesions, real ones, ECE of the calibrated probability and of
+    the raw score, and the calibrated ECE's bootstrap spread over subjects."""
+    from deepmir.inference.calibration import ece_spread, expected_calibration_error
     from deepmir.labels import LESION_CLASSES
 
-    lesions, probabilities = outcomes
+    lesions, probabilities, subjects = outcomes
     out = {}
     for label, name in LESION_CLASSES.items():
         inside = lesions.labels == label
@@ -329,11 +335,14 @@ def _eces(outcomes: Any) -> dict[str, dict[str, Any]]:
             value = expected_calibration_error(p, real)
             return None if np.isnan(value) else round(value, 4)
 
+        spread = ece_spread(probabilities[inside], real, subjects[inside])
         out[name] = {
             "n_lesions": int(inside.sum()),
             "n_real": int(real.sum()),
             "ece": ece(probabilities[inside]),
             "ece_raw_score": ece(lesions.scores[inside]),
+            # sd of the ECE over 1000 resamples of the subjects (seed 0)
+            "ece_bootstrap_sd": None if np.isnan(spread) else round(spread, 4),
         }
     return out
 
@@ -345,6 +354,7 @@ def _pooled(rows: list[dict[str, Any]]) -> Any:
     return (
         LesionOutcomes.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]) if parts else np.zeros(0),
+        np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, str),
     )
 
 

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if calibration is None:
         parser.error(f"{args.model} has no calibration")
     key = model_key(args.predictions_of)
-    rows: dict[str, tuple[LesionOutcomes, np.ndarray]] = {}
+    rows: dict[str, tuple[LesionOutcomes, np.ndarray, np.ndarray]] = {}
     for name in [*SETS, *(f"in-distribution:{k}" for k in SUBSETS)]:
         base, _, subset = name.partition(":")
         root = args.out / base
@@ -73,19 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         predictions = root / f"pred-{key}{view}{'-' + subset if subset else ''}"
         if not (predictions / "index.html").exists():
             parser.error(f"{predictions}: no predictions of {args.predictions_of} for {name}")
-        lesions, _ = lesion_outcomes_from_files(data, predictions)
+        lesions, _, subjects = lesion_outcomes_from_files(data, predictions)
         present = [m for m in MODALITIES if m in SUBSETS.get(subset, MODALITIES)]
         # rounded as the lesion table rounds them (binned ECE moves with a bin edge)
         probabilities = np.round(
             calibration.for_inputs(present).apply(lesions.labels, lesions.scores), 3
         )
-        rows[name] = (lesions, probabilities)
+        rows[name] = (lesions, probabilities, subjects)
 
     def pooled(names: list[str]) -> dict[str, dict[str, object]]:
         return _eces(
             (
                 LesionOutcomes.concatenate([rows[n][0] for n in names]),
                 np.concatenate([rows[n][1] for n in names]),
+                np.concatenate([rows[n][2] for n in names]),
             )
         )
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     for what in ("held_out_calibration", "fewer_modalities_calibration"):
-        print(what, {c: e["ece"] for c, e in result[what].items()})
+        print(what, {c: (e["ece"], e["ece_bootstrap_sd"]) for c, e in result[what].items()})
     print("in distribution", {c: e["ece"] for c, e in result["sets"]["in-distribution"].items()})
     print(f"reproduce: {result['command']}")
     if args.json:

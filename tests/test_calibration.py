@@ -210,3 +210,21 @@ def test_calibration_sees_the_lesions_predict_keeps_the_swi_structure_limit_incl
     card.post = dataclasses.replace(card.post, max_swi_elongation=(3.0, np.inf, np.inf))
     kept = input_outcomes(net, image, inp, card, reference)
     assert kept.labels.tolist() == [1] and kept.real.tolist() == [True]
+
+
+def test_ece_spread_is_seeded_and_shrinks_with_more_subjects():
+    """The subject bootstrap's spread of the ECE is seeded, and smaller on 200
+    subjects than on 10 of the same kind."""
+    from deepmir.inference.calibration import ece_spread
+
+    rng = np.random.default_rng(1)
+
+    def lesions(n_subjects: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        groups = np.repeat(np.arange(n_subjects), 5)
+        p = rng.uniform(0.0, 1.0, groups.size)
+        return p, rng.random(groups.size) < p, groups
+
+    few, many = lesions(10), lesions(200)
+    assert ece_spread(*few) == ece_spread(*few) > 0  # seeded
+    assert ece_spread(*many) < ece_spread(*few) / 2
+    assert np.isnan(ece_spread([], [], []))
