@@ -30,8 +30,9 @@ from bench_robust import (
     model_key,
 )
 
-from deepmir.inference.calibration import LesionOutcomes
+from deepmir.inference.calibration import LesionOutcomes, ece_spread, expected_calibration_error
 from deepmir.inference.predict import SHIPPED_MODELS, shipped_model_dir
+from deepmir.labels import LESION_CLASSES
 from deepmir.model.checkpoint import CONFIG, load_model
 from deepmir.phantom.params import SHIFTS
 
@@ -48,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("build/robust"))
     parser.add_argument("--n", type=int, default=48, help="subjects per set of that run")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another calibration of the same weights: per pooled class, the ECE "
+        "difference and its paired bootstrap spread",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     new = json.loads((args.model / CONFIG).read_text())
@@ -63,8 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     calibration = load_model(args.model)[1].calibration
     if calibration is None:
         parser.error(f"{args.model} has no calibration")
+    baseline = None
+    if args.baseline is not None:
+        base = json.loads((args.baseline / CONFIG).read_text())
+        if base["weights_sha256"] != new["weights_sha256"]:
+            parser.error(f"{args.baseline} has other weights than {args.model}")
+        baseline = load_model(args.baseline)[1].calibration
     key = model_key(args.predictions_of)
     rows: dict[str, tuple[LesionOutcomes, np.ndarray, np.ndarray]] = {}
+    baselines: dict[str, np.ndarray] = {}
     for name in [*SETS, *(f"in-distribution:{k}" for k in SUBSETS)]:
         base, _, subset = name.partition(":")
         root = args.out / base
@@ -80,15 +95,31 @@ def main(argv: list[str] | None = None) -> int:
             calibration.for_inputs(present).apply(lesions.labels, lesions.scores), 3
         )
         rows[name] = (lesions, probabilities, subjects)
+        if baseline is not None:
+            scores = lesions.scores
+            baselines[name] = np.round(
+                baseline.for_inputs(present).apply(lesions.labels, scores), 3
+            )
 
     def pooled(names: list[str]) -> dict[str, dict[str, object]]:
-        return _eces(
-            (
-                LesionOutcomes.concatenate([rows[n][0] for n in names]),
-                np.concatenate([rows[n][1] for n in names]),
-                np.concatenate([rows[n][2] for n in names]),
-            )
-        )
+        lesions = LesionOutcomes.concatenate([rows[n][0] for n in names])
+        probabilities = np.concatenate([rows[n][1] for n in names])
+        subjects = np.concatenate([rows[n][2] for n in names])
+        out = _eces((lesions, probabilities, subjects))
+        if baselines:
+            reference = np.concatenate([baselines[n] for n in names])
+            for label, name in LESION_CLASSES.items():
+                inside = lesions.labels == label
+                real = lesions.real[inside]
+                base = expected_calibration_error(reference[inside], real)
+                out[name]["ece_baseline"] = round(base, 4)
+                out[name]["difference_paired_sd"] = round(
+                    ece_spread(
+                        probabilities[inside], real, subjects[inside], baseline=reference[inside]
+                    ),
+                    4,
+                )
+        return out
 
     result = {
         "command": "python benchmarks/recalibrated_ece.py " + " ".join(sys.argv[1:]),
@@ -99,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     for what in ("held_out_calibration", "fewer_modalities_calibration"):
-        print(what, {c: (e["ece"], e["ece_bootstrap_sd"]) for c, e in result[what].items()})
+        print(
+            what,
+            {
+                c: {k: v for k, v in e.items() if "ece" in k or "sd" in k}
+                for c, e in result[what].items()
+            },
+        )
     print("in distribution", {c: e["ece"] for c, e in result["sets"]["in-distribution"].items()})
     print(f"reproduce: {result['command']}")
     if args.json:

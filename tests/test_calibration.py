@@ -228,3 +228,7 @@ def test_ece_spread_is_seeded_and_shrinks_with_more_subjects():
     assert ece_spread(*few) == ece_spread(*few) > 0  # seeded
     assert ece_spread(*many) < ece_spread(*few) / 2
     assert np.isnan(ece_spread([], [], []))
+    # paired: the difference to a baseline on the same resamples (none to itself)
+    p, real, groups = many
+    assert ece_spread(p, real, groups, baseline=p) == 0.0
+    assert ece_spread(np.clip(p + 0.1, 0.0, 1.0), real, groups, baseline=p) > 0

@@ -228,6 +228,7 @@ def ece_spread(
     groups: npt.ArrayLike,
     n_boot: int = 1000,
     seed: int = 0,
+    baseline: npt.ArrayLike | None = None,
 ) -> float:
     """Standard deviation of :func:`expected_calibration_error` over bootstrap
     resamples of ``groups`` (the lesions' subjects, drawn with replacement:
@@ -236,18 +237,24 @@ def ece_spread(
     edge, so two calibrations closer than about twice this spread cannot be
     told apart on those lesions. (A spread, not an interval: binned ECE is
     biased upwards, and more so on resamples, so percentiles would not be
-    centred on it.)"""
+    centred on it.) With ``baseline`` (another calibration's probabilities of
+    the same lesions): the spread of the difference ECE - baseline ECE, both
+    on the same resamples (paired)."""
     p = np.asarray(probabilities, np.float64)
     y = np.asarray(real, bool)
     if p.size == 0:
         return math.nan
     _, index = np.unique(np.asarray(groups), return_inverse=True)
     members = [np.flatnonzero(index == g) for g in range(int(index.max()) + 1)]
+    q = None if baseline is None else np.asarray(baseline, np.float64)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
         drawn = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        values.append(expected_calibration_error(p[drawn], y[drawn]))
+        value = expected_calibration_error(p[drawn], y[drawn])
+        if q is not None:
+            value -= expected_calibration_error(q[drawn], y[drawn])
+        values.append(value)
     return float(np.std(values))
 
 
