@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     same = {label: 0 for label in LESION_CLASSES}  # predict's lesions real on the working grid
     for folder, ref in iter_references(args.data):
         dseg, instances = read_reference(folder / REFERENCE, ref)
-        inp = working_input(folder, ref, card)
-        working = working_lesions(net, inp.image, inp, card)[1]
+        inp, image = working_input(folder, ref, card)
+        probabilities = predict_probabilities(net, image, card.patch_size)
+        working = working_lesions(probabilities, inp, card.post)[1]
         box = inp.subject.box if inp.subject.box is not None else (slice(None),) * 3
         inst_w = instances_forward(inp.orientation.forward(instances[box]), inp.grid)
         classes = np.zeros(int(instances.max()) + 1, np.uint8)

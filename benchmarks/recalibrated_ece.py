@@ -26,6 +26,7 @@ from bench_robust import (
     SETS,
     SUBSETS,
     _eces,
+    _n_simulated,
     lesion_outcomes_from_files,
     model_key,
 )
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [*SETS, *(f"in-distribution:{k}" for k in SUBSETS)]:
         base, _, subset = name.partition(":")
         root = args.out / base
-        view = "" if len(list((root / "bids").glob("sub-*/"))) == args.n else f"-first{args.n}"
+        view = f"-first{args.n}" if _n_simulated(root / "bids") > args.n else ""
         data = root / (f"bids-{subset}{view}" if subset else f"bids{view}")
         predictions = root / f"pred-{key}{view}{'-' + subset if subset else ''}"
         if not (predictions / "index.html").exists():

@@ -194,7 +194,7 @@ def test_calibration_sees_the_lesions_predict_keeps_the_swi_structure_limit_incl
     orientation = Reorientation.of(np.eye(4), shape)
     grid = Resampler.of(orientation.ras_affine, shape, 1.0)
     assert grid.identity
-    inp = WorkingInput(subject, orientation, grid, image, brain, swi, ("swi", "qsm"))
+    inp = WorkingInput(subject, orientation, grid, brain, swi, ("swi", "qsm"))
     card = ModelCard(
         network=TinyNetworkConfig(),
         normalization=norm,
@@ -205,10 +205,13 @@ def test_calibration_sees_the_lesions_predict_keeps_the_swi_structure_limit_incl
     )
     net = QsmThreshold(qsm)
     reference = (dseg, np.zeros(shape, np.int16))
-    both = input_outcomes(net, image, inp, card, reference)
+    both = input_outcomes(net, image, inp=inp, card=card, reference=reference)
     assert both.labels.tolist() == [1, 1] and sorted(both.real.tolist()) == [False, True]
     card.post = dataclasses.replace(card.post, max_swi_elongation=(3.0, np.inf, np.inf))
-    kept = input_outcomes(net, image, inp, card, reference)
+    kept = input_outcomes(net, image, inp=inp, card=card, reference=reference)
+    # a perturbed copy's own (normalized) SWI channel gives the same limit
+    own = input_outcomes(net, image, True, inp=inp, card=card, reference=reference)
+    assert own.labels.tolist() == [1] and own.real.tolist() == [True]
     assert kept.labels.tolist() == [1] and kept.real.tolist() == [True]
 
 

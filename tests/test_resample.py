@@ -327,11 +327,11 @@ def test_calibration_scores_the_lesions_predict_writes_on_the_input_grid(
     _decimate(simulated_dataset / REFERENCE, data / REFERENCE, ref)
     model = _threshold_model(1.0)
     card = model.card
-    inp = working_input(data, ref, card)
+    inp, image = working_input(data, ref, card)
     assert not inp.grid.identity and inp.present == ("t2w", "swi", "qsm")
     reference = read_reference(data / REFERENCE, ref)
     assert reference[0].shape == inp.subject.full_shape
-    outcomes = input_outcomes(model.net, inp.image, inp, card, reference)
+    outcomes = input_outcomes(model.net, image, inp=inp, card=card, reference=reference)
     prediction = predict_subject(data, ref, model, card.post)
     rows = prediction.table
     assert len(rows) >= 2

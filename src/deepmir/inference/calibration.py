@@ -380,10 +380,11 @@ def lesion_outcomes(
     The evaluation extracts the 26-connected components of the predicted
     ``dseg`` (:func:`~deepmir.evaluation.extract_components`); on the grid
     the lesions were found on, those are the lesions themselves. Brought
-    back to an input grid, two lesions may touch, or one may come apart:
-    each lesion then takes the outcome of the component holding its
-    voxels (of one of them, when split), so that every lesion of predict's
-    table has one.
+    back to an input grid, two lesions may touch, or one may come apart, so
+    that every lesion of predict's table has an outcome: a lesion is real
+    when a component holding any of its voxels is a true positive (two
+    touching lesions of one class whose merged component matched are then
+    both real, where the evaluation counts one true positive).
     """
     from deepmir.evaluation import extract_components, match_subject
 
@@ -392,15 +393,15 @@ def lesion_outcomes(
     index_map = extract_components(lesions.dseg, affine).index_map.ravel()
     ids = lesions.instances.ravel()
     inside = np.flatnonzero(ids)
-    position = np.full(n + 1, -1, np.int64)
-    position[ids[inside]] = index_map[inside] - 1
-    true_positives = np.zeros(len(match.predicted_lesions) + 1, bool)  # [-1]: no voxel
+    true_positives = np.zeros(len(match.predicted_lesions), bool)
     for pair in match.matches:  # same-class matches only
         true_positives[pair.predicted] = True
+    real = np.zeros(n + 1, bool)
+    np.logical_or.at(real, ids[inside], true_positives[index_map[inside] - 1])
     return LesionOutcomes(
         labels=np.asarray(lesions.labels, np.uint8),
         scores=np.asarray(lesions.probability, np.float64),
-        real=true_positives[position[1:]] if n else np.zeros(0, bool),
+        real=real[1:],
     )
 
 

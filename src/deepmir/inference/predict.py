@@ -262,15 +262,15 @@ class SubjectPrediction:
 
 @dataclass
 class WorkingInput:
-    """A subject as the network sees it (:func:`working_input`): the input-grid
-    crop, its RAS reorientation and working grid, and on that grid the
-    normalized image, the brain mask and the SWI the post-processing measures."""
+    """A subject on its way through the network (:func:`working_input`): the
+    input-grid crop, its RAS reorientation and working grid, and on that grid
+    the brain mask and the SWI the post-processing measures (the normalized
+    network input is returned beside it, so that it can be freed once the
+    network has run)."""
 
     subject: Subject  # images and mask: the input-grid crop
     orientation: Reorientation  # crop -> RAS
     grid: Resampler  # RAS crop -> working grid
-    #: (C, ...) normalized network input; a missing optional modality's channels zero
-    image: npt.NDArray[np.float32]
     mask: npt.NDArray[np.bool_]  # working grid
     swi: npt.NDArray[np.float32] | None  # resampled SWI (the SWI-structure limit)
     present: tuple[str, ...]  # the model's modalities the subject has
@@ -279,11 +279,15 @@ class WorkingInput:
     mask_method: str = "file"
 
 
-def working_input(root: Path, ref: SubjectRef, card: ModelCard) -> WorkingInput:
+def working_input(
+    root: Path, ref: SubjectRef, card: ModelCard
+) -> tuple[WorkingInput, npt.NDArray[np.float32]]:
     """Load, check, crop, reorient, resample and normalize one subject for the
     model (raises SubjectDataError / ModelError): :func:`predict_subject`'s
     steps before the network, shared with ``deepmir calibrate`` so that the
-    calibration is fitted on the lesions predict outputs."""
+    calibration is fitted on the lesions predict outputs. Returns the subject
+    and the (C, ...) normalized network input on the working grid (a missing
+    optional modality's channels zero)."""
     available = {m: ref.modality_path(root, m) for m in available_modalities(root, ref)}
     try:
         check_modalities(card, available)
@@ -325,11 +329,10 @@ def working_input(root: Path, ref: SubjectRef, card: ModelCard) -> WorkingInput:
     absent = [m for m in card.modalities if m not in present]
     # the crop is the brain box plus the margin: the network sees all of it
     image = normalize(present, mask, card.normalization, absent=absent)
-    return WorkingInput(
+    inp = WorkingInput(
         subject=subject,
         orientation=orient,
         grid=grid,
-        image=image,
         mask=mask,
         swi=images.get("swi"),
         present=tuple(present),
@@ -337,25 +340,23 @@ def working_input(root: Path, ref: SubjectRef, card: ModelCard) -> WorkingInput:
         derived_mask=derived,
         mask_method=mask_method,
     )
+    return inp, image
 
 
 def working_lesions(
-    net: torch.nn.Module,
-    image: npt.NDArray[np.float32],
+    probabilities: npt.NDArray[np.float32],
     inp: WorkingInput,
-    card: ModelCard,
-    post: PostProcessing | None = None,
-) -> tuple[Lesions, Lesions, npt.NDArray[np.float32]]:
-    """The network on ``image`` (``inp.image``, or a variant of it: a modality
-    left out, a perturbation), the lesion post-processing (``post``, default
-    the model's) on the working grid, and the lesions brought back to the
-    input-grid crop by nearest neighbour with every lesion kept
-    (:func:`instances_backward`): (on the crop, on the working grid,
-    probabilities on the working grid)."""
-    probabilities = predict_probabilities(net, image, card.patch_size)
+    post: PostProcessing,
+    swi: npt.NDArray[np.float32] | None = None,
+) -> tuple[Lesions, Lesions]:
+    """The lesion post-processing of the network's ``probabilities`` on the
+    working grid, and the lesions brought back to the input-grid crop by
+    nearest neighbour with every lesion kept (:func:`instances_backward`):
+    (on the crop, on the working grid). ``swi``: the SWI the SWI-structure
+    limit measures (default ``inp.swi``, predict's)."""
     spacing = voxel_spacing(inp.grid.target_affine)
-    post = card.post if post is None else post
-    lesions = lesions_from_probabilities(probabilities, post, spacing, inp.mask, inp.swi)
+    swi = inp.swi if swi is None else swi
+    lesions = lesions_from_probabilities(probabilities, post, spacing, inp.mask, swi)
     grid, orient = inp.grid, inp.orientation
     instances = orient.backward(instances_backward(lesions.instances, grid))
     classes = np.concatenate([[0], lesions.labels]).astype(np.uint8)
@@ -365,7 +366,7 @@ def working_lesions(
         labels=lesions.labels,
         probability=lesions.probability,
     )
-    return back, lesions, probabilities
+    return back, lesions
 
 
 def predict_subject(
@@ -387,9 +388,11 @@ def predict_subject(
     receives a warning when the input voxel size is far from the working grid.
     """
     card = model.card
-    inp = working_input(root, ref, card)
+    inp, image = working_input(root, ref, card)
     calibration = None if card.calibration is None else card.calibration.for_inputs(inp.present)
-    back, lesions, probabilities = working_lesions(model.net, inp.image, inp, card, post)
+    probabilities = predict_probabilities(model.net, image, card.patch_size)
+    del image
+    back, lesions = working_lesions(probabilities, inp, post)
     subject, grid = inp.subject, inp.grid
     working = None if grid.identity else (lesions.instances, grid.target_affine)
     return SubjectPrediction(

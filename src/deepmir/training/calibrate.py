@@ -184,14 +184,24 @@ def perturbed(
 def input_outcomes(
     net: torch.nn.Module,
     image: npt.NDArray[np.float32],
+    own_swi: bool = False,
+    *,
     inp: WorkingInput,
     card: ModelCard,
     reference: tuple[npt.NDArray[np.uint8], npt.NDArray[np.int16]],
 ) -> LesionOutcomes:
-    """The outcomes of the lesions predict outputs for ``image`` (``inp.image``
-    or a variant of it), on the input grid, against the reference labels
-    (dseg, instances) on that grid."""
-    back = working_lesions(net, image, inp, card)[0]
+    """The outcomes of the lesions predict outputs for ``image`` (the subject's
+    network input or a variant of it), on the input grid, against the
+    reference labels (dseg, instances) on that grid. ``own_swi``: the
+    SWI-structure limit measures the image's own normalized SWI channel (a
+    perturbed copy's SWI differs from predict's; the limit is the same up to
+    the normalization's positive affine map, which its robust local
+    statistics ignore), else predict's resampled SWI. SWI is never left out
+    (modality dropout never drops it)."""
+    probabilities = predict_probabilities(net, image, card.patch_size)
+    channel = card.normalization.channel_indices("swi")
+    swi = image[channel[0]] if own_swi and channel else None
+    back = working_lesions(probabilities, inp, card.post, swi)[0]
     subject = inp.subject
     on_grid = Lesions(
         dseg=subject.uncrop(back.dseg),
@@ -204,12 +214,18 @@ def input_outcomes(
 
 
 def working_outcomes(
-    net: torch.nn.Module, image: npt.NDArray[np.float32], subject: TrainingSubject, card: ModelCard
+    net: torch.nn.Module,
+    image: npt.NDArray[np.float32],
+    own_swi: bool = True,
+    *,
+    subject: TrainingSubject,
+    card: ModelCard,
 ) -> LesionOutcomes:
     """``grid="working"`` (the calibration of models before 0.10.2): the
     lesions of ``image`` (the prepared subject's, or a variant) found and
     matched on the working grid, against the reference resampled to it; the
-    SWI-structure limit measures the normalized SWI channel."""
+    SWI-structure limit always measures the image's normalized SWI channel
+    (``own_swi`` is ignored)."""
     probabilities = predict_probabilities(net, image, card.patch_size)
     spacing = voxel_spacing(subject.affine)
     channel = card.normalization.channel_indices("swi")
@@ -225,11 +241,12 @@ def scored_subjects(
     data: str | Path | Sequence[str | Path],
     grid: str = "input",
 ) -> Iterator[
-    tuple[str, npt.NDArray[np.float32], Callable[[npt.NDArray[np.float32]], LesionOutcomes]]
+    tuple[str, npt.NDArray[np.float32], Callable[[npt.NDArray[np.float32], bool], LesionOutcomes]]
 ]:
     """Per calibration subject, one at a time: its name, its normalized network
     input, and the function that gives the outcomes of the lesions of that
-    input or of a variant of it (a modality zeroed, a perturbation).
+    input or of a variant of it (a modality zeroed, a perturbation), called
+    with ``own_swi`` True for a perturbed copy (:func:`input_outcomes`).
 
     ``grid="input"``: predict's own steps, lesions judged on the input grid
     (:func:`input_outcomes`); ``"working"``: the prepared training subject on
@@ -250,7 +267,7 @@ def scored_subjects(
         name = str(ref)
         reference = read_reference(folder / REFERENCE, ref)
         with gre_derived(folder, ref, card.modalities) as (root, derived):
-            inp = working_input(root, derived, card)
+            inp, image = working_input(root, derived, card)
         lacking = [m for m in card.modalities if m not in inp.present]
         if lacking:
             raise SubjectDataError(
@@ -259,9 +276,10 @@ def scored_subjects(
             )
         yield (
             name,
-            inp.image,
+            image,
             functools.partial(input_outcomes, net, inp=inp, card=card, reference=reference),
         )
+        del inp, image, reference  # one subject in memory at a time
 
 
 def split_holdout(names: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -312,7 +330,7 @@ def calibrate_model(
             copies.append(copy)
             draws.setdefault(name, []).append(draw)
         for absent in variants:
-            parts = [score(without(c, absent, card)) for c in copies]
+            parts = [score(without(c, absent, card), k > 0) for k, c in enumerate(copies)]
             clean[absent][name] = parts[0]
             outcomes[absent][name] = LesionOutcomes.concatenate(parts)
         del copies, image, score
