@@ -129,16 +129,24 @@ def run_set(name: str, args: argparse.Namespace) -> dict[str, Any]:
     missing = _missing_subjects(base, args)
     if missing is not None:  # a new set, or a smaller one of an earlier run extended
         simulate_dataset(missing, progress=False)
-    predictions = root / f"pred-{model_key(args.model)}"
-    view = ""
-    if _n_simulated(data) > args.n:  # a set extended by a larger run: its first --n only
-        view = f"-first{args.n}"
+    view = view_suffix(data, args.n)
+    if view:  # a set extended by a larger run: its first --n only
         data = first_subjects(data, args.n, root / f"bids{view}")
-        predictions = predictions.with_name(f"{predictions.name}{view}")
     if subset:
         data = subset_dataset(data, SUBSETS[subset], root / f"bids-{subset}{view}")
-        predictions = predictions.with_name(f"{predictions.name}-{subset}")
+    predictions = predictions_folder(root, model_key(args.model), view, subset)
     return score(name, data, predictions, args)
+
+
+def view_suffix(data: Path, n: int) -> str:
+    """``-first<n>`` when the set in ``data`` holds more than ``n`` subjects
+    (extended by a larger run: scored on its first ``n``), else nothing."""
+    return f"-first{n}" if _n_simulated(data) > n else ""
+
+
+def predictions_folder(root: Path, key: str, view: str, subset: str) -> Path:
+    """Where a set's predictions by the model ``key`` (:func:`model_key`) go."""
+    return root / f"pred-{key}{view}{'-' + subset if subset else ''}"
 
 
 def _n_simulated(data: Path) -> int:

@@ -26,9 +26,11 @@ from bench_robust import (
     SETS,
     SUBSETS,
     _eces,
-    _n_simulated,
+    _pooled,
     lesion_outcomes_from_files,
     model_key,
+    predictions_folder,
+    view_suffix,
 )
 
 from deepmir.inference.calibration import LesionOutcomes, ece_spread, expected_calibration_error
@@ -84,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in [*SETS, *(f"in-distribution:{k}" for k in SUBSETS)]:
         base, _, subset = name.partition(":")
         root = args.out / base
-        view = f"-first{args.n}" if _n_simulated(root / "bids") > args.n else ""
+        view = view_suffix(root / "bids", args.n)
         data = root / (f"bids-{subset}{view}" if subset else f"bids{view}")
-        predictions = root / f"pred-{key}{view}{'-' + subset if subset else ''}"
+        predictions = predictions_folder(root, key, view, subset)
         if not (predictions / "index.html").exists():
             parser.error(f"{predictions}: no predictions of {args.predictions_of} for {name}")
         lesions, _, subjects = lesion_outcomes_from_files(data, predictions)
@@ -97,15 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows[name] = (lesions, probabilities, subjects)
         if baseline is not None:
-            scores = lesions.scores
-            baselines[name] = np.round(
-                baseline.for_inputs(present).apply(lesions.labels, scores), 3
-            )
+            mapped = baseline.for_inputs(present).apply(lesions.labels, lesions.scores)
+            baselines[name] = np.round(mapped, 3)
 
     def pooled(names: list[str]) -> dict[str, dict[str, object]]:
-        lesions = LesionOutcomes.concatenate([rows[n][0] for n in names])
-        probabilities = np.concatenate([rows[n][1] for n in names])
-        subjects = np.concatenate([rows[n][2] for n in names])
+        lesions, probabilities, subjects = _pooled([{"_outcomes": rows[n]} for n in names])
         out = _eces((lesions, probabilities, subjects))
         if baselines:
             reference = np.concatenate([baselines[n] for n in names])

@@ -248,8 +248,8 @@ def test_a_raw_gre_only_training_cohort_is_read_with_computed_swi_and_qsm(
 
     card = ModelCard(TinyNetworkConfig(), Normalization(("t2w", "swi", "qsm")), (32, 32, 32), 0)
     ref = next(r for r in find_subjects(data) if r.subject == "02")
-    with gre_derived(data, ref, card.modalities) as (root, derived):
-        inp, image = working_input(root, derived, card)
+    with gre_derived(data, ref, card.modalities) as derived:
+        inp, image = working_input(data, derived, card)
     assert inp.present == ("t2w", "swi", "qsm") and image.shape[0] == 4
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
     np.testing.assert_array_equal(from_gre.images["t2w"], own.images["t2w"])

@@ -202,6 +202,16 @@ def input_outcomes(
     channel = card.normalization.channel_indices("swi")
     swi = image[channel[0]] if own_swi and channel else None
     back = working_lesions(probabilities, inp, card.post, swi)[0]
+    return outcomes_on_input_grid(back, inp, reference)
+
+
+def outcomes_on_input_grid(
+    back: Lesions,
+    inp: WorkingInput,
+    reference: tuple[npt.NDArray[np.uint8], npt.NDArray[np.int16]],
+) -> LesionOutcomes:
+    """The outcomes of lesions on the input-grid crop (:func:`working_lesions`)
+    against the reference labels (dseg, instances) on the whole input grid."""
     subject = inp.subject
     on_grid = Lesions(
         dseg=subject.uncrop(back.dseg),
@@ -266,8 +276,8 @@ def scored_subjects(
     for folder, ref in iter_references(data):
         name = str(ref)
         reference = read_reference(folder / REFERENCE, ref)
-        with gre_derived(folder, ref, card.modalities) as (root, derived):
-            inp, image = working_input(root, derived, card)
+        with gre_derived(folder, ref, card.modalities) as derived:
+            inp, image = working_input(folder, derived, card)
         lacking = [m for m in card.modalities if m not in inp.present]
         if lacking:
             raise SubjectDataError(

@@ -206,11 +206,7 @@ def iter_annotated(
     cohorts.
     """
     data = Path(data)
-    problem = dataset_problem(data)
-    refs = [] if problem else find_subjects(data)
-    problem = problem or interrupted_cohort(data, len(refs))
-    if problem:
-        raise SubjectDataError(data, problem)
+    refs = checked_subjects(data)
     rng = np.random.default_rng([seed, MASK_JITTER_STREAM])
     label_root = data / REFERENCE if reference is None else Path(reference)
     for ref in refs:
@@ -242,26 +238,35 @@ def _load_with_gre(data: Path, ref: SubjectRef, modalities: tuple[str, ...]) -> 
     its raw GRE exactly as ``deepmir predict`` does
     (:func:`deepmir.inference.fromgre.derive_from_gre`, phase sign detected),
     written to a temporary folder that is gone once they are read."""
-    with gre_derived(data, ref, modalities) as (root, derived):
-        return load_subject(root, derived, modalities)
+    with gre_derived(data, ref, modalities) as derived:
+        return load_subject(data, derived, modalities)
 
 
 @contextlib.contextmanager
-def gre_derived(
-    data: Path, ref: SubjectRef, modalities: tuple[str, ...]
-) -> Iterator[tuple[Path, SubjectRef]]:
-    """(root, ref) to read the subject's ``modalities`` from: the dataset and
-    the subject itself, or, when it lacks SWI or QSM but has raw GRE, a ref
-    whose SWI and QSM are computed by predict's GRE path into a temporary
-    folder, gone on leaving the block."""
+def gre_derived(data: Path, ref: SubjectRef, modalities: tuple[str, ...]) -> Iterator[SubjectRef]:
+    """The ref to read the subject's ``modalities`` with from ``data``: the
+    subject itself, or, when it lacks SWI or QSM but has raw GRE, a ref whose
+    SWI and QSM are computed by predict's GRE path into a temporary folder,
+    gone on leaving the block."""
     from deepmir.inference.fromgre import derive_from_gre, needs_gre
 
     lacking = [m for m in modalities if m in ("swi", "qsm") and not ref.has(data, m)]
     if not lacking or not needs_gre(data, ref):
-        yield data, ref
+        yield ref
         return
     with tempfile.TemporaryDirectory(prefix="deepmir-fromgre-") as tmp:
-        yield data, derive_from_gre(data, Path(tmp), ref)[0]
+        yield derive_from_gre(data, Path(tmp), ref)[0]
+
+
+def checked_subjects(data: Path) -> list[SubjectRef]:
+    """The subjects of a BIDS dataset; a clear error for a folder that is not
+    one, or a simulated cohort whose writing was interrupted."""
+    problem = dataset_problem(data)
+    refs = [] if problem else find_subjects(data)
+    problem = problem or interrupted_cohort(data, len(refs))
+    if problem:
+        raise SubjectDataError(data, problem)
+    return refs
 
 
 def reference_path(label_root: Path, ref: SubjectRef) -> Path:
@@ -295,12 +300,7 @@ def iter_references(
     in two pooled folders is refused."""
     seen: dict[str, Path] = {}
     for folder in as_folders(data):
-        problem = dataset_problem(folder)
-        refs = [] if problem else find_subjects(folder)
-        problem = problem or interrupted_cohort(folder, len(refs))
-        if problem:
-            raise SubjectDataError(folder, problem)
-        for ref in refs:
+        for ref in checked_subjects(folder):
             name = str(ref)
             if name in seen:
                 raise SubjectDataError(
